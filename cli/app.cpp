@@ -1,0 +1,56 @@
+#include "cli/app.hpp"
+
+#include <cstdlib>
+#include <iostream>
+
+#include "cli/commands/commands.hpp"
+#include "cli/exit_codes.hpp"
+#include "common/paths.hpp"
+#include "common/version.hpp"
+
+namespace agentgw::cli {
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+    Context ctx;
+    ctx.out = &out;
+    Runner chosen;
+
+    CLI::App app{"agentgw - manage the agentgw credential gateway", "agentgw"};
+    app.set_version_flag("--version", k_version);
+    app.add_option("--socket", ctx.socket_path, "Control socket of agentgwd")
+        ->envname("AGENTGW_SOCKET");
+    app.add_flag("--json", ctx.json, "Print exactly one JSON document");
+    app.require_subcommand(1);
+    for (const auto& command : k_commands) {
+        command.registrar(app, ctx, chosen);
+    }
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int code = app.exit(e, out, err);
+        return code == 0 ? k_exit_ok : k_exit_usage;
+    }
+    if (ctx.socket_path.empty()) {
+        auto path = default_socket_path();
+        if (!path) {
+            err << "agentgw: " << path.error().message << '\n';
+            return k_exit_usage;
+        }
+        ctx.socket_path = *path;
+    }
+    ctx.client = std::make_unique<ControlClient>(ctx.socket_path);
+    try {
+        const Status s = chosen(ctx);
+        if (!s) {
+            err << "agentgw: " << s.error().message << '\n';
+            return exit_code_for(s.error().code);
+        }
+    } catch (const nlohmann::json::exception& e) {
+        err << "agentgw: unexpected answer from agentgwd: " << e.what() << '\n';
+        return k_exit_failure;
+    }
+    return k_exit_ok;
+}
+
+}  // namespace agentgw::cli

@@ -1,0 +1,100 @@
+#include "cli/control_client.hpp"
+
+#include <fmt/format.h>
+
+namespace agentgw::cli {
+
+namespace {
+
+size_t collect(char* data, size_t size, size_t count, void* user) {
+    static_cast<std::string*>(user)->append(data, size * count);
+    return size * count;
+}
+
+struct HeaderList {
+    curl_slist* list = nullptr;
+    ~HeaderList() { curl_slist_free_all(list); }
+    void add(const char* header) { list = curl_slist_append(list, header); }
+};
+
+}  // namespace
+
+ControlClient::ControlClient(std::filesystem::path socket_path)
+    : socket_path_(std::move(socket_path)), curl_(curl_easy_init()) {}
+
+Result<Reply> ControlClient::request(std::string_view method, std::string_view path,
+                                     const std::optional<nlohmann::json>& body) {
+    if (!curl_) {
+        return make_error(Code::internal, "cannot initialise libcurl");
+    }
+    CURL* c = curl_.get();
+    const std::string url = fmt::format("http://localhost{}", path);
+    const std::string method_str(method);
+    const std::string payload = body ? body->dump() : std::string();
+    std::string response;
+    HeaderList headers;
+    headers.add("Accept: application/json");
+    if (body) {
+        headers.add("Content-Type: application/json");
+    }
+    char error[CURL_ERROR_SIZE] = {};
+
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_path_.c_str());
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method_str.c_str());
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.list);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &response);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+    }
+    const CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+        const bool unreachable = rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||
+                                 rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR ||
+                                 rc == CURLE_SEND_ERROR;
+        return make_error(unreachable ? Code::unavailable : Code::io_error,
+                          fmt::format("cannot reach agentgwd at {}: {}", socket_path_.string(),
+                                      *error != '\0' ? error : curl_easy_strerror(rc)));
+    }
+    Reply reply;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
+    if (!response.empty()) {
+        reply.body = nlohmann::json::parse(response, nullptr, false);
+        if (reply.body.is_discarded()) {
+            return make_error(Code::internal,
+                              fmt::format("agentgwd sent a malformed answer (HTTP {})",
+                                          reply.status));
+        }
+    }
+    return reply;
+}
+
+Error ControlClient::error_of(const Reply& reply) {
+    Code code = Code::internal;
+    switch (reply.status) {
+        case 400: code = Code::invalid_argument; break;
+        case 401: code = Code::unauthenticated; break;
+        case 403: code = Code::permission_denied; break;
+        case 404: code = Code::not_found; break;
+        case 409: code = Code::conflict; break;
+        case 413:
+        case 429: code = Code::exhausted; break;
+        case 503: code = Code::unavailable; break;
+        default: break;
+    }
+    std::string message = fmt::format("agentgwd answered HTTP {}", reply.status);
+    if (reply.body.is_object() && reply.body.contains("message") &&
+        reply.body["message"].is_string()) {
+        message = reply.body["message"].get<std::string>();
+    }
+    return make_error(code, std::move(message));
+}
+
+}  // namespace agentgw::cli

@@ -1,0 +1,35 @@
+#include "common/paths.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace agentgw {
+
+namespace {
+
+const char* non_empty_env(const char* name) {
+    const char* value = std::getenv(name);
+    return value != nullptr && *value != '\0' ? value : nullptr;
+}
+
+}  // namespace
+
+Result<std::filesystem::path> default_socket_path() {
+    if (const char* runtime = non_empty_env("RUNTIME_DIRECTORY")) {
+        // systemd may list several directories separated by ':'; the first is ours.
+        std::string first(runtime);
+        first = first.substr(0, first.find(':'));
+        return std::filesystem::path(first) / "agentgw.sock";
+    }
+    if (::geteuid() == 0) {
+        return std::filesystem::path("/run/agentgw/agentgw.sock");
+    }
+    if (const char* xdg = non_empty_env("XDG_RUNTIME_DIR")) {
+        return std::filesystem::path(xdg) / "agentgw" / "agentgw.sock";
+    }
+    return make_error(Code::invalid_argument,
+                      "no control socket path: set --socket, RUNTIME_DIRECTORY or XDG_RUNTIME_DIR");
+}
+
+}  // namespace agentgw

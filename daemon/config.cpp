@@ -1,0 +1,140 @@
+#include "daemon/config.hpp"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <iostream>
+
+#include "common/log.hpp"
+#include "common/paths.hpp"
+#include "common/version.hpp"
+
+namespace agentgw {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* k_default_config = "/etc/agentgw/agentgwd.conf";
+
+// Options that can also come from the environment, with their variables.
+struct EnvOption {
+    const char* flag;
+    const char* variable;
+};
+constexpr EnvOption k_env_options[] = {
+    {"--config", "AGENTGWD_CONFIG"},
+    {"--state-dir", "AGENTGWD_STATE_DIR"},
+    {"--socket", "AGENTGWD_SOCKET"},
+    {"--listen", "AGENTGWD_LISTEN"},
+    {"--services", "AGENTGWD_SERVICES"},
+    {"--key-file", "AGENTGWD_KEY_FILE"},
+    {"--passphrase-file", "AGENTGWD_PASSPHRASE_FILE"},
+    {"--session-ttl", "AGENTGWD_SESSION_TTL"},
+    {"--log-level", "AGENTGWD_LOG_LEVEL"},
+};
+
+const char* non_empty_env(const char* name) {
+    const char* value = std::getenv(name);
+    return value != nullptr && *value != '\0' ? value : nullptr;
+}
+
+}  // namespace
+
+DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
+    DaemonInvocation out;
+    DaemonConfig& c = out.config;
+    std::string log_level = "info";
+
+    CLI::App app{"agentgwd - the agentgw credential gateway daemon", "agentgwd"};
+    app.set_version_flag("--version", k_version);
+    // Later values win, so that the environment (placed before argv below) yields to flags.
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    app.set_config("--config", fs::exists(k_default_config) ? k_default_config : "",
+                   "Read settings from this file (keys are the long option names)");
+    app.allow_config_extras(CLI::config_extras_mode::error);
+    app.add_option("--state-dir", c.state_dir, "Directory holding the vault and master key");
+    app.add_option("--socket", c.socket_path, "Control socket path");
+    app.add_option("--listen", c.listen, "Agent API address, ADDR:PORT")->capture_default_str();
+    app.add_option("--services", c.services_file, "Services file (JSON)");
+    app.add_option("--key-file", c.key_file, "Master key file (32 raw bytes or 64 hex characters)");
+    app.add_option("--passphrase-file", c.passphrase_file,
+                   "Unlock with a passphrase read from this file ('-' for standard input)")
+        ->excludes("--key-file");
+    app.add_option("--session-ttl", c.session_ttl_secs, "Session lifetime in seconds")
+        ->check(CLI::Range(int64_t{60}, int64_t{7} * 24 * 3600))
+        ->capture_default_str();
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+        ->capture_default_str();
+
+    auto* rekey = app.add_subcommand(
+        "rekey", "Rewrap the vault's data key under a new master key or passphrase, then exit");
+    rekey->fallthrough();
+    auto* new_key = rekey->add_option("--new-key-file", out.new_key_file, "The new master key file");
+    rekey->add_option("--new-passphrase-file", out.new_passphrase_file,
+                      "Read the new passphrase from this file ('-' for standard input)")
+        ->excludes(new_key);
+
+    // Environment variables enter as arguments ahead of argv: flags given by the operator come
+    // later and win, and values from the config file apply only to what neither set.
+    std::vector<std::string> args;
+    for (const auto& [flag, variable] : k_env_options) {
+        if (const char* value = non_empty_env(variable)) {
+            args.push_back(fmt::format("{}={}", flag, value));
+        }
+    }
+    for (int i = 1; i < argc; ++i) {
+        args.emplace_back(argv[i]);
+    }
+    std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+    try {
+        app.parse(args);
+    } catch (const CLI::ParseError& e) {
+        out.action = DaemonInvocation::Action::exit;
+        out.exit_code = app.exit(e);
+        if (out.exit_code != 0) {
+            out.exit_code = 2;
+        }
+        return out;
+    }
+    c.log_level = *parse_log_level(log_level);
+    if (rekey->parsed()) {
+        if (out.new_key_file.empty() && out.new_passphrase_file.empty()) {
+            std::cerr << "agentgwd: rekey needs --new-key-file or --new-passphrase-file\n";
+            out.action = DaemonInvocation::Action::exit;
+            out.exit_code = 2;
+            return out;
+        }
+        out.action = DaemonInvocation::Action::rekey;
+    }
+    return out;
+}
+
+Status resolve_defaults(DaemonConfig& c) {
+    if (c.state_dir.empty()) {
+        if (const char* dir = non_empty_env("STATE_DIRECTORY")) {
+            std::string first(dir);
+            c.state_dir = first.substr(0, first.find(':'));
+        } else if (::geteuid() == 0) {
+            c.state_dir = "/var/lib/agentgw";
+        } else if (const char* data = non_empty_env("XDG_DATA_HOME")) {
+            c.state_dir = fs::path(data) / "agentgw";
+        } else if (const char* home = non_empty_env("HOME")) {
+            c.state_dir = fs::path(home) / ".local" / "share" / "agentgw";
+        } else {
+            return make_error(Code::invalid_argument,
+                              "no state directory: set --state-dir or STATE_DIRECTORY");
+        }
+    }
+    if (c.socket_path.empty()) {
+        TRY_ASSIGN(c.socket_path, default_socket_path());
+    }
+    c.state_dir = fs::absolute(c.state_dir);
+    c.socket_path = fs::absolute(c.socket_path);
+    return {};
+}
+
+}  // namespace agentgw

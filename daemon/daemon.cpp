@@ -1,0 +1,222 @@
+#include "daemon/daemon.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <chrono>
+#include <exception>
+#include <fmt/format.h>
+#include <iostream>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/version.hpp"
+#include "daemon/http/router.hpp"
+#include "daemon/http/server.hpp"
+#include "daemon/vault/key_source.hpp"
+#include "daemon/vault/vault.hpp"
+
+namespace agentgw {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using verb = http::beast_http::verb;
+
+namespace {
+
+// "127.0.0.1:3000" or "[::1]:3000" as an endpoint.
+Result<asio::ip::tcp::endpoint> parse_listen(const std::string& text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon + 1 == text.size()) {
+        return make_error(Code::invalid_argument,
+                          fmt::format("--listen {}: expected ADDR:PORT", text));
+    }
+    std::string host = text.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(host, ec);
+    unsigned long port = 0;
+    try {
+        size_t used = 0;
+        port = std::stoul(text.substr(colon + 1), &used);
+        if (used != text.size() - colon - 1) {
+            port = 65536;
+        }
+    } catch (const std::exception&) {
+        port = 65536;
+    }
+    if (ec || port > 65535) {
+        return make_error(Code::invalid_argument,
+                          fmt::format("--listen {}: expected an IP address and a port", text));
+    }
+    return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+struct OpenedVault {
+    std::unique_ptr<Vault> vault;
+    fs::path key_file;  // where the master secret came from, if a file
+};
+
+Result<OpenedVault> open_vault(const DaemonConfig& config) {
+    TRY(ensure_private_dir(config.state_dir, 0700));
+    TRY_ASSIGN(auto lock, StateLock::acquire(config.state_dir));
+    TRY_ASSIGN(auto existing, Vault::probe(config.state_dir));
+    TRY_ASSIGN(auto master, resolve_master_secret(config, existing));
+    VaultOptions options;
+    options.dir = config.state_dir;
+    TRY_ASSIGN(auto vault, Vault::open(options, std::move(lock), master));
+    if (!existing) {
+        spdlog::info("created a new vault in {} ({})", config.state_dir.string(), master.source);
+    }
+    return OpenedVault{std::move(vault), master.file};
+}
+
+// A control-socket peer is allowed when it runs as the daemon's own uid or as root.
+bool peer_allowed(const http::Peer& peer) {
+    return peer.uid == static_cast<long>(::geteuid()) || peer.uid == 0;
+}
+
+}  // namespace
+
+int run_daemon(DaemonConfig config) {
+    if (auto s = resolve_defaults(config); !s) {
+        spdlog::error("{}", s.error().message);
+        return 1;
+    }
+    auto listen_at = parse_listen(config.listen);
+    if (!listen_at) {
+        spdlog::error("{}", listen_at.error().message);
+        return 1;
+    }
+    auto opened = open_vault(config);
+    if (!opened) {
+        spdlog::error("{}", opened.error().message);
+        return 1;
+    }
+    Vault& vault = *opened->vault;
+    const auto started = std::chrono::steady_clock::now();
+
+    asio::io_context ioc{1};
+    http::Server server(ioc);
+    std::string agent_api;
+
+    http::Router agent_routes;
+    agent_routes.add(verb::get, "/healthz", [](const http::Request&, const http::Peer&) {
+        return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
+    });
+
+    http::Router control_routes;
+    control_routes.add(verb::get, "/healthz", [](const http::Request&, const http::Peer&) {
+        return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
+    });
+    control_routes.add(verb::get, "/v1/status", [&](const http::Request&, const http::Peer&) {
+        const auto stats = vault.stats();
+        const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+            std::chrono::steady_clock::now() - started);
+        return http::json_response(
+            http::HttpStatus::ok,
+            {{"version", k_version},
+             {"pid", ::getpid()},
+             {"uptime_secs", uptime.count()},
+             {"listeners", {{"agent_api", agent_api},
+                            {"control_socket", config.socket_path.string()}}},
+             {"vault", {{"state", "open"},
+                        {"dir", vault.dir().string()},
+                        {"map_size_bytes", stats.map_size},
+                        {"commits", stats.commits},
+                        {"writes", stats.writes}}}});
+    });
+
+    auto bound = server.listen_tcp(*listen_at, agent_routes, http::Limits{});
+    if (!bound) {
+        spdlog::error("{}", bound.error().message);
+        return 1;
+    }
+    agent_api = fmt::format("{}:{}", bound->address().to_string(), bound->port());
+    if (auto s = server.listen_unix(config.socket_path, control_routes, http::Limits{},
+                                    peer_allowed);
+        !s) {
+        spdlog::error("{}", s.error().message);
+        return 1;
+    }
+
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+        if (ec) {
+            return;
+        }
+        spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        server.stop(config.drain);
+    });
+
+    spdlog::info("agentgwd {} ready: agent API on http://{}, control socket {}, state {}",
+                 k_version, agent_api, config.socket_path.string(), config.state_dir.string());
+    ioc.run();
+    spdlog::info("stopped");
+    return 0;
+}
+
+int rekey_vault(const DaemonInvocation& inv) {
+    DaemonConfig config = inv.config;
+    if (auto s = resolve_defaults(config); !s) {
+        spdlog::error("{}", s.error().message);
+        return 1;
+    }
+    auto next = inv.new_key_file.empty() ? load_passphrase_file(inv.new_passphrase_file)
+                                         : load_key_file(inv.new_key_file);
+    if (!next) {
+        spdlog::error("{}", next.error().message);
+        return 1;
+    }
+    {
+        auto existing = Vault::probe(config.state_dir);
+        if (existing && !*existing) {
+            spdlog::error("there is no vault in {} to rekey", config.state_dir.string());
+            return 1;
+        }
+    }
+    auto opened = open_vault(config);
+    if (!opened) {
+        spdlog::error("{}", opened.error().message);
+        return 1;
+    }
+    if (auto s = opened->vault->change_master_key(*next, PwhashParams::moderate()); !s) {
+        spdlog::error("{}", s.error().message);
+        return 1;
+    }
+    // The key file the daemon generated no longer unlocks anything; leaving it would only
+    // mislead. The new secret is the operator's to keep.
+    const fs::path local_key = config.state_dir / "master.key";
+    if (opened->key_file == local_key && fs::absolute(next->file) != local_key) {
+        std::error_code ec;
+        fs::remove(local_key, ec);
+    }
+    spdlog::info("vault in {} now unlocks with {}", config.state_dir.string(), next->source);
+    return 0;
+}
+
+int daemon_main(int argc, const char* const* argv) {
+    if (sodium_init() < 0) {
+        std::cerr << "agentgwd: libsodium failed to initialise\n";
+        return 1;
+    }
+    try {
+        DaemonInvocation inv = parse_daemon_args(argc, argv);
+        if (inv.action == DaemonInvocation::Action::exit) {
+            return inv.exit_code;
+        }
+        setup_logging("agentgwd", inv.config.log_level);
+        return inv.action == DaemonInvocation::Action::rekey ? rekey_vault(inv)
+                                                             : run_daemon(std::move(inv.config));
+    } catch (const std::exception& e) {
+        std::cerr << "agentgwd: " << e.what() << '\n';
+        return 1;
+    }
+}
+
+}  // namespace agentgw

@@ -1,0 +1,39 @@
+#include "daemon/http/message.hpp"
+
+#include <utility>
+
+namespace agentgw::http {
+
+Response json_response(HttpStatus status, const nlohmann::json& body) {
+    Response res{status, 11};
+    res.set(beast_http::field::content_type, "application/json");
+    res.set(beast_http::field::cache_control, "no-store");
+    res.body() = body.dump();
+    return res;
+}
+
+Response error_response(HttpStatus status, std::string_view type, std::string_view message) {
+    Response res = json_response(status, {{"error", type}, {"message", message}});
+    res.set("Agentgw-Error", type);
+    return res;
+}
+
+Response error_response(const Error& error) {
+    // One table from internal codes to the wire: status and error type.
+    static constexpr std::pair<HttpStatus, std::string_view> k_map[] = {
+        /* invalid_argument  */ {HttpStatus::bad_request, "bad_request"},
+        /* not_found         */ {HttpStatus::not_found, "not_found"},
+        /* conflict          */ {HttpStatus::conflict, "conflict"},
+        /* permission_denied */ {HttpStatus::forbidden, "forbidden"},
+        /* unauthenticated   */ {HttpStatus::unauthorized, "unauthorized"},
+        /* exhausted         */ {HttpStatus::payload_too_large, "payload_too_large"},
+        /* unavailable       */ {HttpStatus::service_unavailable, "unavailable"},
+        /* io_error          */ {HttpStatus::internal_server_error, "internal_error"},
+        /* corrupt           */ {HttpStatus::internal_server_error, "internal_error"},
+        /* internal          */ {HttpStatus::internal_server_error, "internal_error"},
+    };
+    const auto& [status, type] = k_map[static_cast<size_t>(error.code)];
+    return error_response(status, type, error.message);
+}
+
+}  // namespace agentgw::http

@@ -1,0 +1,313 @@
+#include "daemon/http/server.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fs.hpp"
+
+namespace agentgw::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace fs = std::filesystem;
+using tcp = asio::ip::tcp;
+using local = asio::local::stream_protocol;
+
+namespace {
+
+constexpr auto k_tuple = asio::as_tuple(asio::use_awaitable);
+
+// SO_PEERCRED as an Asio socket option, so a local socket's peer can be asked directly.
+class PeerCredentials {
+public:
+    template <typename Protocol>
+    int level(const Protocol&) const {
+        return SOL_SOCKET;
+    }
+    template <typename Protocol>
+    int name(const Protocol&) const {
+        return SO_PEERCRED;
+    }
+    template <typename Protocol>
+    ucred* data(const Protocol&) {
+        return &cred_;
+    }
+    template <typename Protocol>
+    const ucred* data(const Protocol&) const {
+        return &cred_;
+    }
+    template <typename Protocol>
+    size_t size(const Protocol&) const {
+        return sizeof cred_;
+    }
+    template <typename Protocol>
+    void resize(const Protocol&, size_t) {}
+    const ucred& get() const { return cred_; }
+
+private:
+    ucred cred_{};
+};
+
+// A protocol-level failure answered in the SPEC's error shape before closing.
+Response protocol_error(const beast::error_code& ec) {
+    if (ec == beast_http::error::body_limit) {
+        return error_response(HttpStatus::payload_too_large, "payload_too_large",
+                              "request body is too large");
+    }
+    if (ec == beast_http::error::header_limit) {
+        return error_response(HttpStatus::request_header_fields_too_large, "bad_request",
+                              "request headers are too large");
+    }
+    return error_response(HttpStatus::bad_request, "bad_request",
+                          fmt::format("malformed HTTP request: {}", ec.message()));
+}
+
+bool is_disconnect(const beast::error_code& ec) {
+    return ec == beast_http::error::end_of_stream || ec == beast::error::timeout ||
+           ec == asio::error::operation_aborted || ec == asio::error::eof ||
+           ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
+}
+
+}  // namespace
+
+Server::~Server() {
+    if (!socket_path_.empty()) {
+        ::unlink(socket_path_.c_str());
+    }
+}
+
+template <typename Stream>
+asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& router,
+                                      Limits limits) {
+    Connection self;
+    self.close = [&stream] {
+        beast::error_code ignored;
+        stream.socket().shutdown(asio::socket_base::shutdown_both, ignored);
+        stream.cancel();
+    };
+    connections_.insert(&self);
+    struct Forget {
+        Server* server;
+        Connection* c;
+        ~Forget() { server->forget(c); }
+    } forget_on_exit{this, &self};
+
+    beast::flat_buffer buffer;
+    while (!stopping_) {
+        beast_http::request_parser<beast_http::string_body> parser;
+        parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
+        parser.body_limit(limits.body_limit);
+        stream.expires_after(limits.read_timeout);
+
+        self.idle = true;
+        auto [ec, _] = co_await beast_http::async_read_header(stream, buffer, parser, k_tuple);
+        self.idle = false;
+        std::optional<Response> early;
+        if (!ec && parser.get().count(beast_http::field::transfer_encoding) != 0 &&
+            !parser.chunked()) {
+            // Beast reads a non-chunked Transfer-Encoding as an empty body, which would let the
+            // rest be parsed as a second request (RFC 9112 §6.3 demands 400 and close).
+            early = error_response(HttpStatus::bad_request, "bad_request",
+                                   "unsupported Transfer-Encoding");
+        } else if (!ec) {
+            std::tie(ec, std::ignore) =
+                co_await beast_http::async_read(stream, buffer, parser, k_tuple);
+        }
+        if (ec && is_disconnect(ec) && !parser.got_some()) {
+            break;
+        }
+        if (ec && (ec == beast::error::timeout || ec == asio::error::operation_aborted)) {
+            break;
+        }
+        if (ec && !early) {
+            early = protocol_error(ec);
+        }
+        Response res = early ? std::move(*early) : router.dispatch(parser.get(), peer);
+        const bool keep_alive = !early && parser.get().keep_alive() && !stopping_;
+        res.version(11);
+        res.keep_alive(keep_alive);
+        res.set(beast_http::field::server, "agentgwd");
+        res.prepare_payload();
+        stream.expires_after(limits.read_timeout);
+        auto [wec, written] = co_await beast_http::async_write(stream, res, k_tuple);
+        if (wec || !keep_alive) {
+            break;
+        }
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+}
+
+template <typename Acceptor, typename Accepted>
+asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, const Router& router,
+                                          Limits limits, Accepted on_accept) {
+    while (!stopping_) {
+        auto [ec, socket] = co_await acceptor.async_accept(k_tuple);
+        if (ec) {
+            if (ec == asio::error::operation_aborted || stopping_) {
+                break;
+            }
+            spdlog::warn("accept failed: {}", ec.message());
+            continue;
+        }
+        on_accept(std::move(socket), router, limits);
+    }
+}
+
+void Server::forget(Connection* c) {
+    connections_.erase(c);
+    if (stopping_ && connections_.empty()) {
+        drain_timer_.cancel();
+    }
+}
+
+Result<tcp::endpoint> Server::listen_tcp(const tcp::endpoint& at, const Router& router,
+                                         Limits limits) {
+    auto acceptor = std::make_unique<tcp::acceptor>(ioc_);
+    beast::error_code ec;
+    acceptor->open(at.protocol(), ec);
+    if (!ec) {
+        acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    }
+    if (!ec) {
+        acceptor->bind(at, ec);
+    }
+    if (!ec) {
+        acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+        return make_error(ec == asio::error::address_in_use ? Code::unavailable : Code::io_error,
+                          fmt::format("cannot listen on {}:{}: {}", at.address().to_string(),
+                                      at.port(), ec.message()));
+    }
+    const tcp::endpoint bound = acceptor->local_endpoint();
+    tcp_acceptor_ = std::move(acceptor);
+    auto on_accept = [this](tcp::socket socket, const Router& r, Limits l) {
+        Peer peer;
+        beast::error_code ignored;
+        const auto remote = socket.remote_endpoint(ignored);
+        peer.address = fmt::format("{}:{}", remote.address().to_string(), remote.port());
+        socket.set_option(tcp::no_delay(true), ignored);
+        asio::co_spawn(ioc_, session(beast::tcp_stream(std::move(socket)), std::move(peer), r, l),
+                       asio::detached);
+    };
+    asio::co_spawn(ioc_, accept_loop(*tcp_acceptor_, router, limits, on_accept), asio::detached);
+    return bound;
+}
+
+Status Server::listen_unix(const fs::path& path, const Router& router, Limits limits,
+                           PeerCheck check) {
+    if (path.string().size() >= sizeof(sockaddr_un{}.sun_path)) {
+        return make_error(Code::invalid_argument,
+                          fmt::format("socket path {} is too long", path.string()));
+    }
+    TRY(ensure_private_dir(path.parent_path(), 0750));
+
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            return make_error(Code::conflict,
+                              fmt::format("{} exists and is not a socket", path.string()));
+        }
+        local::socket probe(ioc_);
+        beast::error_code ec;
+        probe.connect(local::endpoint(path.string()), ec);
+        if (!ec) {
+            return make_error(Code::unavailable,
+                              fmt::format("another daemon is listening on {}", path.string()));
+        }
+        spdlog::info("replacing stale control socket {}", path.string());
+        ::unlink(path.c_str());
+    }
+
+    auto acceptor = std::make_unique<local::acceptor>(ioc_);
+    beast::error_code ec;
+    acceptor->open(local(), ec);
+    if (!ec) {
+        // The socket is created with the umask's mode; make it 0660 from the first moment
+        // instead of chmod'ing a window open afterwards.
+        const mode_t old = ::umask(0117);
+        acceptor->bind(local::endpoint(path.string()), ec);
+        ::umask(old);
+    }
+    if (!ec) {
+        acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+        return make_error(Code::io_error, fmt::format("cannot listen on {}: {}", path.string(),
+                                                      ec.message()));
+    }
+    socket_path_ = path;
+    unix_acceptor_ = std::move(acceptor);
+    auto on_accept = [this, check = std::move(check), path](local::socket socket, const Router& r,
+                                                            Limits l) {
+        Peer peer;
+        peer.local = true;
+        peer.address = path.string();
+        PeerCredentials cred;
+        beast::error_code ec;
+        socket.get_option(cred, ec);
+        if (!ec) {
+            peer.uid = static_cast<long>(cred.get().uid);
+            peer.pid = static_cast<long>(cred.get().pid);
+        }
+        if (ec || !check(peer)) {
+            spdlog::warn("refused control connection from uid {} pid {}", peer.uid, peer.pid);
+            return;  // the socket closes as it goes out of scope
+        }
+        asio::co_spawn(ioc_,
+                       session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l),
+                       asio::detached);
+    };
+    asio::co_spawn(ioc_, accept_loop(*unix_acceptor_, router, limits, on_accept), asio::detached);
+    return {};
+}
+
+void Server::stop(std::chrono::milliseconds drain) {
+    if (stopping_) {
+        return;
+    }
+    stopping_ = true;
+    beast::error_code ignored;
+    if (tcp_acceptor_) {
+        tcp_acceptor_->close(ignored);
+    }
+    if (unix_acceptor_) {
+        unix_acceptor_->close(ignored);
+    }
+    if (!socket_path_.empty()) {
+        ::unlink(socket_path_.c_str());
+        socket_path_.clear();
+    }
+    for (Connection* c : connections_) {
+        if (c->idle) {
+            c->close();
+        }
+    }
+    if (connections_.empty()) {
+        return;
+    }
+    drain_timer_.expires_after(drain);
+    drain_timer_.async_wait([this](const beast::error_code& ec) {
+        if (ec) {
+            return;  // every connection finished in time
+        }
+        spdlog::warn("closing {} connection(s) still busy after the drain period",
+                     connections_.size());
+        for (Connection* c : connections_) {
+            c->close();
+        }
+    });
+}
+
+}  // namespace agentgw::http

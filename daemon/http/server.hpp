@@ -1,0 +1,81 @@
+// Server: the Boost.Beast HTTP/1.1 server behind both listeners, the agent API on TCP and the
+// control API on the Unix socket. One session coroutine per connection, the same code for
+// both transports: a fresh parser per request with header and body limits, a timeout on
+// every read, keep-alive, and protocol errors answered as JSON before the connection closes.
+//
+// Thread-safety: all members must be called from the thread running the io_context.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/result.hpp"
+#include "daemon/http/router.hpp"
+
+namespace agentgw::http {
+
+struct Limits {
+    size_t header_limit = 16 * 1024;
+    size_t body_limit = 1024 * 1024;
+    std::chrono::seconds read_timeout{30};
+};
+
+// Decides whether a Unix-socket peer may talk to the control API at all.
+using PeerCheck = std::function<bool(const Peer&)>;
+
+class Server {
+public:
+    explicit Server(boost::asio::io_context& ioc) : ioc_(ioc), drain_timer_(ioc) {}
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+    ~Server();
+
+    // Binds and starts accepting; returns the bound endpoint (port 0 picks a free port).
+    // `router` must outlive the server.
+    Result<boost::asio::ip::tcp::endpoint> listen_tcp(const boost::asio::ip::tcp::endpoint& at,
+                                                      const Router& router, Limits limits);
+
+    // Binds a Unix socket at `path` with mode 0660. Its directory is created 0750 when absent
+    // and refused when looser. A leftover socket nobody answers on is replaced; a live one
+    // means another daemon owns it, and binding fails with Code::unavailable.
+    Status listen_unix(const std::filesystem::path& path, const Router& router, Limits limits,
+                       PeerCheck check);
+
+    // Stops accepting, closes idle connections, lets busy ones finish their current response
+    // and closes whatever is left after `drain`. The io_context then runs out of work.
+    void stop(std::chrono::milliseconds drain);
+    bool stopping() const noexcept { return stopping_; }
+
+private:
+    struct Connection {
+        bool idle = true;
+        std::function<void()> close;
+    };
+    template <typename Stream>
+    boost::asio::awaitable<void> session(Stream stream, Peer peer, const Router& router,
+                                         Limits limits);
+    template <typename Acceptor, typename Accepted>
+    boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, const Router& router,
+                                             Limits limits, Accepted on_accept);
+    void forget(Connection* c);
+
+    boost::asio::io_context& ioc_;
+    std::unique_ptr<boost::asio::ip::tcp::acceptor> tcp_acceptor_;
+    std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix_acceptor_;
+    std::filesystem::path socket_path_;
+    std::set<Connection*> connections_;
+    boost::asio::steady_timer drain_timer_;
+    bool stopping_ = false;
+};
+
+}  // namespace agentgw::http

@@ -1,0 +1,3 @@
+#include "daemon/daemon.hpp"
+
+int main(int argc, char** argv) { return agentgw::daemon_main(argc, argv); }

@@ -1,0 +1,388 @@
+#include "daemon/vault/vault.hpp"
+
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+#include <future>
+#include <spdlog/spdlog.h>
+
+#include "common/fs.hpp"
+
+namespace agentgw {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view k_table_names[k_table_count] = {
+    "settings", "users",  "user_names", "agents",      "agent_names",
+    "agent_keys", "credentials", "blobs", "blob_expiry", "audit",
+};
+constexpr const char* k_meta_table = "meta";
+constexpr std::string_view k_envelope_key = "key_envelope";
+constexpr uint32_t k_first_key_id = 1;
+constexpr unsigned k_max_dbs = 32;
+constexpr unsigned k_max_readers = 512;
+constexpr int k_max_growths_per_batch = 16;
+
+// The envelope as stored, from an open transaction; nullopt when the vault is uninitialised.
+Result<std::optional<KeyEnvelope>> read_envelope(MDB_txn* txn) {
+    MDB_dbi meta = 0;
+    if (int rc = mdb_dbi_open(txn, k_meta_table, 0, &meta); rc == MDB_NOTFOUND) {
+        return std::optional<KeyEnvelope>{};
+    } else if (rc != 0) {
+        return lmdb::error(rc, "cannot open the vault's meta table");
+    }
+    MDB_val key = lmdb::to_val(k_envelope_key);
+    MDB_val value{};
+    if (int rc = mdb_get(txn, meta, &key, &value); rc == MDB_NOTFOUND) {
+        return std::optional<KeyEnvelope>{};
+    } else if (rc != 0) {
+        return lmdb::error(rc, "cannot read the vault's key envelope");
+    }
+    TRY_ASSIGN(auto envelope, KeyEnvelope::from_json(lmdb::view(value)));
+    return std::optional<KeyEnvelope>(std::move(envelope));
+}
+
+Error batch_error(int rc) {
+    return lmdb::error(rc, "vault write failed");
+}
+
+}  // namespace
+
+std::string_view table_name(Table table) noexcept {
+    return k_table_names[static_cast<size_t>(table)];
+}
+
+// ---- ReadTxn / WriteTxn ----------------------------------------------------------------
+
+Result<std::optional<SecretBytes>> ReadTxn::get(Table table, std::string_view key) const {
+    MDB_val k = lmdb::to_val(key);
+    MDB_val v{};
+    const int rc = mdb_get(txn_, vault_.dbi(table), &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return std::optional<SecretBytes>{};
+    }
+    if (rc != 0) {
+        return lmdb::error(rc, fmt::format("cannot read from {}", table_name(table)));
+    }
+    TRY_ASSIGN(auto plain, vault_.cipher_.open(table_name(table), key, lmdb::view(v)));
+    return std::optional<SecretBytes>(std::move(plain));
+}
+
+Status ReadTxn::scan(Table table, std::string_view prefix,
+                     const std::function<bool(std::string_view, SecretBytes)>& fn) const {
+    TRY_ASSIGN(auto cursor, lmdb::Cursor::open(txn_, vault_.dbi(table)));
+    MDB_val k = lmdb::to_val(prefix);
+    MDB_val v{};
+    int rc = mdb_cursor_get(cursor.get(), &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+    for (; rc == 0; rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT)) {
+        const std::string_view key = lmdb::view(k);
+        if (!key.starts_with(prefix)) {
+            return {};
+        }
+        TRY_ASSIGN(auto plain, vault_.cipher_.open(table_name(table), key, lmdb::view(v)));
+        if (!fn(key, std::move(plain))) {
+            return {};
+        }
+    }
+    if (rc != MDB_NOTFOUND) {
+        return lmdb::error(rc, fmt::format("cannot scan {}", table_name(table)));
+    }
+    return {};
+}
+
+Result<size_t> ReadTxn::count(Table table) const {
+    MDB_stat st{};
+    if (int rc = mdb_stat(txn_, vault_.dbi(table), &st); rc != 0) {
+        return lmdb::error(rc, fmt::format("cannot count {}", table_name(table)));
+    }
+    return st.ms_entries;
+}
+
+Status WriteTxn::check(int rc, std::string_view what) {
+    if (rc == MDB_MAP_FULL) {
+        map_full_ = true;
+    }
+    return rc == 0 ? Status{} : Status{lmdb::error(rc, what)};
+}
+
+Status WriteTxn::put_raw(MDB_dbi dbi, std::string_view key, std::string_view value,
+                         unsigned flags) {
+    if (key.empty() || key.size() > 511) {  // LMDB's default maximum key size
+        return make_error(Code::invalid_argument, "vault keys must be 1 to 511 bytes");
+    }
+    MDB_val k = lmdb::to_val(key);
+    MDB_val v = lmdb::to_val(value);
+    const int rc = mdb_put(txn_, dbi, &k, &v, flags);
+    if (rc == MDB_KEYEXIST) {
+        return make_error(Code::conflict, "the record exists already");
+    }
+    return check(rc, "cannot write to the vault");
+}
+
+Status WriteTxn::put(Table table, std::string_view key, std::string_view value) {
+    return put_raw(vault_.dbi(table), key, vault_.cipher_.seal(table_name(table), key, value), 0);
+}
+
+Status WriteTxn::insert(Table table, std::string_view key, std::string_view value) {
+    return put_raw(vault_.dbi(table), key, vault_.cipher_.seal(table_name(table), key, value),
+                   MDB_NOOVERWRITE);
+}
+
+Result<bool> WriteTxn::erase(Table table, std::string_view key) {
+    MDB_val k = lmdb::to_val(key);
+    const int rc = mdb_del(txn_, vault_.dbi(table), &k, nullptr);
+    if (rc == MDB_NOTFOUND) {
+        return false;
+    }
+    TRY(check(rc, fmt::format("cannot delete from {}", table_name(table))));
+    return true;
+}
+
+// ---- Vault -------------------------------------------------------------------------------
+
+Result<std::optional<KeyEnvelope>> Vault::probe(const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::exists(dir / "data.mdb", ec)) {
+        return std::optional<KeyEnvelope>{};
+    }
+    // Read-only and without the lock file, so probing (and refusing a wrong key) leaves every
+    // file byte-identical. The caller holds the StateLock, so no writer runs meanwhile.
+    TRY_ASSIGN(auto env, lmdb::Env::open(dir.string(), {.flags = MDB_RDONLY | MDB_NOLOCK |
+                                                                  MDB_NOTLS,
+                                                         .max_dbs = k_max_dbs}));
+    TRY_ASSIGN(auto txn, lmdb::Txn::begin(env.get(), nullptr, MDB_RDONLY));
+    return read_envelope(txn.get());
+}
+
+Result<std::unique_ptr<Vault>> Vault::open(const VaultOptions& options, StateLock lock,
+                                           const MasterSecret& master) {
+    const fs::path& dir = options.dir;
+    TRY_ASSIGN(auto existing, probe(dir));
+    SecureBuffer data_key;
+    uint32_t key_id = k_first_key_id;
+    if (existing) {
+        TRY_ASSIGN(data_key, unwrap_data_key(*existing, master));
+        key_id = existing->key_id;
+    }
+
+    TRY_ASSIGN(auto env, lmdb::Env::open(dir.string(), {.flags = MDB_NOTLS,
+                                                        .map_size = options.initial_map_size,
+                                                        .max_dbs = k_max_dbs,
+                                                        .max_readers = k_max_readers,
+                                                        .mode = 0600}));
+    int dead = 0;
+    if (int rc = mdb_reader_check(env.get(), &dead); rc != 0) {
+        return lmdb::error(rc, "cannot check the vault's reader table");
+    }
+    if (dead > 0) {
+        spdlog::info("cleared {} stale reader slot(s) left by a dead process", dead);
+    }
+
+    std::optional<KeyEnvelope> created;
+    if (!existing) {
+        data_key = SecureBuffer::random(RecordCipher::k_key_size);
+        data_key.make_readonly();
+        TRY_ASSIGN(created, wrap_data_key(data_key, key_id, master, options.pwhash));
+    }
+
+    auto vault = std::unique_ptr<Vault>(
+        new Vault(options, std::move(lock), std::move(env), std::move(data_key), key_id));
+
+    // Open every table once, in one transaction, and store a new vault's envelope with them.
+    TRY_ASSIGN(auto txn, lmdb::Txn::begin(vault->env_.get(), nullptr, 0));
+    if (int rc = mdb_dbi_open(txn.get(), k_meta_table, MDB_CREATE, &vault->meta_dbi_); rc != 0) {
+        return lmdb::error(rc, "cannot open the vault's meta table");
+    }
+    for (size_t i = 0; i < k_table_count; ++i) {
+        const std::string name(k_table_names[i]);
+        if (int rc = mdb_dbi_open(txn.get(), name.c_str(), MDB_CREATE, &vault->dbis_[i]); rc != 0) {
+            return lmdb::error(rc, fmt::format("cannot open vault table {}", name));
+        }
+    }
+    if (created) {
+        const std::string json = created->to_json();
+        MDB_val k = lmdb::to_val(k_envelope_key);
+        MDB_val v = lmdb::to_val(json);
+        if (int rc = mdb_put(txn.get(), vault->meta_dbi_, &k, &v, 0); rc != 0) {
+            return lmdb::error(rc, "cannot store the vault's key envelope");
+        }
+    }
+    if (int rc = txn.commit(); rc != 0) {
+        return lmdb::error(rc, "cannot initialise the vault");
+    }
+    // LMDB creates its files with the mode given above; make sure umask did not loosen them.
+    for (const char* file : {"data.mdb", "lock.mdb"}) {
+        ::chmod((dir / file).c_str(), 0600);
+    }
+    vault->writer_ = std::thread([v = vault.get()] { v->writer_loop(); });
+    return vault;
+}
+
+Vault::Vault(const VaultOptions& options, StateLock lock, lmdb::Env env, SecureBuffer data_key,
+             uint32_t key_id)
+    : options_(options),
+      lock_(std::move(lock)),
+      env_(std::move(env)),
+      data_key_(std::move(data_key)),
+      cipher_(data_key_, key_id) {
+    if (options_.max_batch == 0) {
+        options_.max_batch = 1;
+    }
+}
+
+Vault::~Vault() {
+    {
+        std::lock_guard lk(queue_mutex_);
+        stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (writer_.joinable()) {
+        writer_.join();
+    }
+}
+
+Status Vault::read(const std::function<Status(const ReadTxn&)>& fn) const {
+    std::shared_lock lk(resize_mutex_);
+    TRY_ASSIGN(auto txn, lmdb::Txn::begin(env_.get(), nullptr, MDB_RDONLY));
+    const ReadTxn view(txn.get(), *this);
+    return fn(view);
+}
+
+Result<std::optional<SecretBytes>> Vault::get(Table table, std::string_view key) const {
+    std::optional<SecretBytes> out;
+    TRY(read([&](const ReadTxn& txn) -> Status {
+        TRY_ASSIGN(out, txn.get(table, key));
+        return {};
+    }));
+    return out;
+}
+
+void Vault::submit(WriteFn fn, DoneFn done) {
+    {
+        std::lock_guard lk(queue_mutex_);
+        if (!stopping_) {
+            queue_.push_back({std::move(fn), std::move(done)});
+            queue_cv_.notify_one();
+            return;
+        }
+    }
+    done(make_error(Code::unavailable, "the vault is closing"));
+}
+
+Status Vault::write(WriteFn fn) {
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto future = promise->get_future();
+    submit(std::move(fn), [promise](Status s) { promise->set_value(std::move(s)); });
+    return future.get();
+}
+
+Status Vault::change_master_key(const MasterSecret& next, PwhashParams params) {
+    TRY_ASSIGN(auto envelope, wrap_data_key(data_key_, cipher_.key_id(), next, params));
+    const std::string json = envelope.to_json();
+    return write([this, &json](WriteTxn& txn) {
+        return txn.put_raw(meta_dbi_, k_envelope_key, json, 0);
+    });
+}
+
+VaultStats Vault::stats() const {
+    MDB_envinfo info{};
+    mdb_env_info(env_.get(), &info);
+    return {commits_.load(), writes_.load(), map_growths_.load(), info.me_mapsize};
+}
+
+void Vault::writer_loop() {
+    std::deque<Request> batch;
+    for (;;) {
+        {
+            std::unique_lock lk(queue_mutex_);
+            queue_cv_.wait(lk, [this] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                return;  // stopping, and everything queued has been committed
+            }
+            const size_t n = std::min(queue_.size(), options_.max_batch);
+            std::move(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n),
+                      std::back_inserter(batch));
+            queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+        }
+        commit_batch(batch);
+        batch.clear();
+    }
+}
+
+void Vault::commit_batch(std::deque<Request>& batch) {
+    std::vector<Status> results(batch.size());
+    int rc = run_batch(batch, results);
+    for (int growths = 0; rc == MDB_MAP_FULL && growths < k_max_growths_per_batch; ++growths) {
+        grow_map();
+        rc = run_batch(batch, results);
+    }
+    if (rc != 0) {
+        const Error error = batch_error(rc);
+        spdlog::error("{}", error.message);
+        std::fill(results.begin(), results.end(), Status{error});
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+        batch[i].done(std::move(results[i]));
+    }
+}
+
+int Vault::run_batch(std::deque<Request>& batch, std::vector<Status>& results) {
+    std::shared_lock lk(resize_mutex_);
+    MDB_txn* raw = nullptr;
+    if (int rc = mdb_txn_begin(env_.get(), nullptr, 0, &raw); rc != 0) {
+        return rc;
+    }
+    auto parent = lmdb::Txn::adopt(raw);
+    uint64_t succeeded = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        // Each request gets a nested transaction, so one request's failure leaves the others'
+        // changes in the batch.
+        if (int rc = mdb_txn_begin(env_.get(), parent.get(), 0, &raw); rc != 0) {
+            return rc;
+        }
+        auto child = lmdb::Txn::adopt(raw);
+        WriteTxn txn(child.get(), *this);
+        Status status;
+        try {
+            status = batch[i].fn(txn);
+        } catch (const std::exception& e) {
+            status = make_error(Code::internal, fmt::format("vault write failed: {}", e.what()));
+        }
+        if (txn.map_full_) {
+            return MDB_MAP_FULL;
+        }
+        if (status) {
+            if (int rc = child.commit(); rc == MDB_MAP_FULL) {
+                return rc;
+            } else if (rc != 0) {
+                status = lmdb::error(rc, "vault write failed");
+            } else {
+                ++succeeded;
+            }
+        }
+        results[i] = std::move(status);
+    }
+    if (int rc = parent.commit(); rc != 0) {
+        return rc;
+    }
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    writes_.fetch_add(succeeded, std::memory_order_relaxed);
+    return 0;
+}
+
+void Vault::grow_map() {
+    std::unique_lock lk(resize_mutex_);
+    MDB_envinfo info{};
+    mdb_env_info(env_.get(), &info);
+    const size_t next = info.me_mapsize * 2;
+    if (int rc = mdb_env_set_mapsize(env_.get(), next); rc != 0) {
+        spdlog::error("cannot grow the vault map to {} bytes: {}", next, mdb_strerror(rc));
+        return;
+    }
+    map_growths_.fetch_add(1);
+    spdlog::info("vault map grown to {} MiB", next >> 20);
+}
+
+}  // namespace agentgw
