@@ -68,9 +68,9 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
     if (!response.empty()) {
         reply.body = nlohmann::json::parse(response, nullptr, false);
         if (reply.body.is_discarded()) {
-            return make_error(Code::internal,
-                              fmt::format("agentgwd sent a malformed answer (HTTP {})",
-                                          reply.status));
+            return make_error(
+                Code::internal,
+                fmt::format("agentgwd sent a malformed answer (HTTP {})", reply.status));
         }
     }
     return reply;
@@ -79,15 +79,30 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
 Error ControlClient::error_of(const Reply& reply) {
     Code code = Code::internal;
     switch (reply.status) {
-        case 400: code = Code::invalid_argument; break;
-        case 401: code = Code::unauthenticated; break;
-        case 403: code = Code::permission_denied; break;
-        case 404: code = Code::not_found; break;
-        case 409: code = Code::conflict; break;
+        case 400:
+            code = Code::invalid_argument;
+            break;
+        case 401:
+            code = Code::unauthenticated;
+            break;
+        case 403:
+            code = Code::permission_denied;
+            break;
+        case 404:
+            code = Code::not_found;
+            break;
+        case 409:
+            code = Code::conflict;
+            break;
         case 413:
-        case 429: code = Code::exhausted; break;
-        case 503: code = Code::unavailable; break;
-        default: break;
+        case 429:
+            code = Code::exhausted;
+            break;
+        case 503:
+            code = Code::unavailable;
+            break;
+        default:
+            break;
     }
     std::string message = fmt::format("agentgwd answered HTTP {}", reply.status);
     if (reply.body.is_object() && reply.body.contains("message") &&

@@ -2,14 +2,13 @@
 // support. One connection, reused across requests. Not thread-safe.
 #pragma once
 
-#include <curl/curl.h>
-
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include <curl/curl.h>
 #include <nlohmann/json.hpp>
 
 #include "common/result.hpp"
@@ -22,7 +21,7 @@ struct Reply {
 };
 
 class ControlClient {
-public:
+  public:
     explicit ControlClient(std::filesystem::path socket_path);
 
     // Sends one request. A daemon that cannot be reached is Code::unavailable; an answer of any
@@ -33,7 +32,7 @@ public:
     // The Error a non-2xx Reply stands for, with the daemon's message.
     static Error error_of(const Reply& reply);
 
-private:
+  private:
     struct CurlCleanup {
         void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
     };

@@ -1,6 +1,6 @@
-#include <curl/curl.h>
-
 #include <iostream>
+
+#include <curl/curl.h>
 
 #include "cli/app.hpp"
 

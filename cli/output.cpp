@@ -1,8 +1,9 @@
 #include "cli/output.hpp"
 
 #include <algorithm>
-#include <fmt/format.h>
 #include <ostream>
+
+#include <fmt/format.h>
 
 namespace agentgw::cli {
 

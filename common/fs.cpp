@@ -1,13 +1,13 @@
 #include "common/fs.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <system_error>
+#include <unistd.h>
+
+#include <fmt/format.h>
 
 #include "common/unique_fd.hpp"
 
@@ -56,9 +56,9 @@ Status ensure_private_dir(const fs::path& dir, mode_t mode) {
         std::error_code ec;
         fs::create_directories(dir.parent_path(), ec);
         if (ec) {
-            return make_error(Code::io_error, fmt::format("cannot create {}: {}",
-                                                          dir.parent_path().string(),
-                                                          ec.message()));
+            return make_error(
+                Code::io_error,
+                fmt::format("cannot create {}: {}", dir.parent_path().string(), ec.message()));
         }
     }
     // mkdir applies the umask; chmod afterwards so the mode is exactly what was asked.
@@ -139,8 +139,7 @@ Result<std::string> read_small_file(const fs::path& path, size_t max_bytes) {
             if (errno == EINTR) {
                 continue;
             }
-            return errno_error(Code::io_error, fmt::format("cannot read {}", path.string()),
-                               errno);
+            return errno_error(Code::io_error, fmt::format("cannot read {}", path.string()), errno);
         }
         if (n == 0) {
             break;

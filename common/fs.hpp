@@ -2,11 +2,10 @@
 // and durable replacement of small files. All functions are thread-safe (no shared state).
 #pragma once
 
-#include <sys/types.h>
-
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 
 #include "common/result.hpp"
 

@@ -1,8 +1,7 @@
 #include "common/paths.hpp"
 
-#include <unistd.h>
-
 #include <cstdlib>
+#include <unistd.h>
 
 namespace agentgw {
 

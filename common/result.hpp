@@ -33,11 +33,13 @@ struct Error {
     std::string message;
 };
 
-inline Error make_error(Code code, std::string message) { return Error{code, std::move(message)}; }
+inline Error make_error(Code code, std::string message) {
+    return Error{code, std::move(message)};
+}
 
 template <typename T>
 class [[nodiscard]] Result {
-public:
+  public:
     Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
     Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}
 
@@ -56,13 +58,13 @@ public:
     const Error& error() const& { return assert(!ok()), std::get<1>(v_); }
     Error&& error() && { return assert(!ok()), std::get<1>(std::move(v_)); }
 
-private:
+  private:
     std::variant<T, Error> v_;
 };
 
 template <>
 class [[nodiscard]] Result<void> {
-public:
+  public:
     Result() = default;
     Result(Error error) : error_(std::move(error)) {}
 
@@ -72,7 +74,7 @@ public:
     const Error& error() const& { return assert(!ok()), *error_; }
     Error&& error() && { return assert(!ok()), std::move(*error_); }
 
-private:
+  private:
     std::optional<Error> error_;
 };
 
@@ -84,20 +86,20 @@ using Status = Result<void>;
 #define AGENTGW_CONCAT(a, b) AGENTGW_CONCAT_INNER(a, b)
 
 // TRY(expr): return the error of a failed Result<void>-like expression.
-#define TRY(expr)                                              \
-    do {                                                       \
-        auto&& agentgw_try_result_ = (expr);                   \
-        if (!agentgw_try_result_) {                            \
-            return std::move(agentgw_try_result_).error();     \
-        }                                                      \
+#define TRY(expr)                                          \
+    do {                                                   \
+        auto&& agentgw_try_result_ = (expr);               \
+        if (!agentgw_try_result_) {                        \
+            return std::move(agentgw_try_result_).error(); \
+        }                                                  \
     } while (false)
 
 // TRY_ASSIGN(lhs, expr): evaluate a Result<T>; on error return it, else move the value into lhs
 // (which may be a declaration such as `auto x`).
 #define TRY_ASSIGN(lhs, expr) TRY_ASSIGN_IMPL(AGENTGW_CONCAT(agentgw_try_, __LINE__), lhs, expr)
-#define TRY_ASSIGN_IMPL(tmp, lhs, expr)     \
-    auto tmp = (expr);                      \
-    if (!tmp) {                             \
-        return std::move(tmp).error();      \
-    }                                       \
+#define TRY_ASSIGN_IMPL(tmp, lhs, expr) \
+    auto tmp = (expr);                  \
+    if (!tmp) {                         \
+        return std::move(tmp).error();  \
+    }                                   \
     lhs = std::move(tmp).value()

@@ -1,11 +1,11 @@
 #include "daemon/config.hpp"
 
+#include <cstdlib>
+#include <iostream>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdlib>
 #include <fmt/format.h>
-#include <iostream>
 
 #include "common/log.hpp"
 #include "common/paths.hpp"
@@ -73,9 +73,11 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     auto* rekey = app.add_subcommand(
         "rekey", "Rewrap the vault's data key under a new master key or passphrase, then exit");
     rekey->fallthrough();
-    auto* new_key = rekey->add_option("--new-key-file", out.new_key_file, "The new master key file");
-    rekey->add_option("--new-passphrase-file", out.new_passphrase_file,
-                      "Read the new passphrase from this file ('-' for standard input)")
+    auto* new_key =
+        rekey->add_option("--new-key-file", out.new_key_file, "The new master key file");
+    rekey
+        ->add_option("--new-passphrase-file", out.new_passphrase_file,
+                     "Read the new passphrase from this file ('-' for standard input)")
         ->excludes(new_key);
 
     // Environment variables enter as arguments ahead of argv: flags given by the operator come

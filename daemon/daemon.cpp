@@ -1,13 +1,13 @@
 #include "daemon/daemon.hpp"
 
+#include <chrono>
+#include <exception>
+#include <iostream>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <chrono>
-#include <exception>
 #include <fmt/format.h>
-#include <iostream>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
@@ -123,13 +123,14 @@ int run_daemon(DaemonConfig config) {
             {{"version", k_version},
              {"pid", ::getpid()},
              {"uptime_secs", uptime.count()},
-             {"listeners", {{"agent_api", agent_api},
-                            {"control_socket", config.socket_path.string()}}},
-             {"vault", {{"state", "open"},
-                        {"dir", vault.dir().string()},
-                        {"map_size_bytes", stats.map_size},
-                        {"commits", stats.commits},
-                        {"writes", stats.writes}}}});
+             {"listeners",
+              {{"agent_api", agent_api}, {"control_socket", config.socket_path.string()}}},
+             {"vault",
+              {{"state", "open"},
+               {"dir", vault.dir().string()},
+               {"map_size_bytes", stats.map_size},
+               {"commits", stats.commits},
+               {"writes", stats.writes}}}});
     });
 
     auto bound = server.listen_tcp(*listen_at, agent_routes, http::Limits{});
@@ -138,8 +139,8 @@ int run_daemon(DaemonConfig config) {
         return 1;
     }
     agent_api = fmt::format("{}:{}", bound->address().to_string(), bound->port());
-    if (auto s = server.listen_unix(config.socket_path, control_routes, http::Limits{},
-                                    peer_allowed);
+    if (auto s =
+            server.listen_unix(config.socket_path, control_routes, http::Limits{}, peer_allowed);
         !s) {
         spdlog::error("{}", s.error().message);
         return 1;

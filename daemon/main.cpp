@@ -1,3 +1,5 @@
 #include "daemon/daemon.hpp"
 
-int main(int argc, char** argv) { return agentgw::daemon_main(argc, argv); }
+int main(int argc, char** argv) {
+    return agentgw::daemon_main(argc, argv);
+}

@@ -1,6 +1,7 @@
 // agentgw status: the daemon's version, uptime, listeners and vault state.
-#include <fmt/format.h>
 #include <ostream>
+
+#include <fmt/format.h>
 
 #include "cli/commands/commands.hpp"
 #include "cli/output.hpp"

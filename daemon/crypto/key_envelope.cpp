@@ -34,8 +34,7 @@ Result<SecureBuffer> derive_kek(const KeyEnvelope& e, const MasterSecret& master
         if (master.secret.size() != crypto_kdf_KEYBYTES) {
             return make_error(Code::invalid_argument, "master key must be 32 bytes");
         }
-        crypto_kdf_derive_from_key(kek.data(), kek.size(), 1, k_kek_context,
-                                   master.secret.data());
+        crypto_kdf_derive_from_key(kek.data(), kek.size(), 1, k_kek_context, master.secret.data());
         return kek;
     }
     if (e.salt.size() != crypto_pwhash_SALTBYTES || e.opslimit < crypto_pwhash_OPSLIMIT_MIN ||
@@ -46,9 +45,9 @@ Result<SecureBuffer> derive_kek(const KeyEnvelope& e, const MasterSecret& master
     if (crypto_pwhash(kek.data(), kek.size(), reinterpret_cast<const char*>(master.secret.data()),
                       master.secret.size(), reinterpret_cast<const uint8_t*>(e.salt.data()),
                       e.opslimit, e.memlimit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
-        return make_error(Code::exhausted,
-                          fmt::format("Argon2id needs {} MiB of memory and could not get it",
-                                      e.memlimit >> 20));
+        return make_error(
+            Code::exhausted,
+            fmt::format("Argon2id needs {} MiB of memory and could not get it", e.memlimit >> 20));
     }
     return kek;
 }
@@ -101,7 +100,8 @@ Result<KeyEnvelope> KeyEnvelope::from_json(std::string_view text) {
     }
     e.key_id = j["key_id"].get<uint32_t>();
     auto wrapped = base64url_decode(j.value("wrapped_data_key", ""));
-    if (!wrapped || wrapped->size() != k_nonce + k_dek_size + crypto_aead_xchacha20poly1305_ietf_ABYTES) {
+    if (!wrapped ||
+        wrapped->size() != k_nonce + k_dek_size + crypto_aead_xchacha20poly1305_ietf_ABYTES) {
         return bad("wrapped_data_key");
     }
     e.wrapped = std::move(*wrapped);

@@ -1,11 +1,11 @@
 #include "daemon/crypto/master_key.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
 #include <fmt/format.h>
 
 #include "common/fs.hpp"
@@ -54,8 +54,8 @@ Result<MasterSecret> load_key_file(const fs::path& path) {
     SecureBuffer raw(2 * k_master_key_size + 2);
     TRY_ASSIGN(size_t n, read_into(fd.get(), raw, "key file " + path.string(), false));
 
-    MasterSecret out{MasterKind::key, SecureBuffer(k_master_key_size),
-                     "key file " + path.string(), path};
+    MasterSecret out{MasterKind::key, SecureBuffer(k_master_key_size), "key file " + path.string(),
+                     path};
     if (n == k_master_key_size) {
         std::copy_n(raw.data(), n, out.secret.data());
         return out;
@@ -72,9 +72,9 @@ Result<MasterSecret> load_key_file(const fs::path& path) {
         bin_len == k_master_key_size) {
         return out;
     }
-    return make_error(Code::invalid_argument,
-                      fmt::format("key file {} must hold 32 raw bytes or 64 hex characters",
-                                  path.string()));
+    return make_error(
+        Code::invalid_argument,
+        fmt::format("key file {} must hold 32 raw bytes or 64 hex characters", path.string()));
 }
 
 Result<MasterSecret> generate_key_file(const fs::path& path) {
@@ -111,8 +111,7 @@ Result<MasterSecret> load_passphrase_file(const fs::path& path) {
         owned.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!owned.valid()) {
             return errno_error(Code::io_error,
-                               fmt::format("cannot open passphrase file {}", path.string()),
-                               errno);
+                               fmt::format("cannot open passphrase file {}", path.string()), errno);
         }
         fd = owned.get();
     }
@@ -120,9 +119,9 @@ Result<MasterSecret> load_passphrase_file(const fs::path& path) {
     SecureBuffer raw(k_max_passphrase + 1);
     TRY_ASSIGN(size_t n, read_into(fd, raw, what, true));
     if (n > k_max_passphrase) {
-        return make_error(Code::invalid_argument,
-                          fmt::format("passphrase from {} is longer than {} bytes", what,
-                                      k_max_passphrase));
+        return make_error(
+            Code::invalid_argument,
+            fmt::format("passphrase from {} is longer than {} bytes", what, k_max_passphrase));
     }
     TRY_ASSIGN(auto out,
                passphrase_from(std::string_view(reinterpret_cast<const char*>(raw.data()), n),
@@ -137,8 +136,8 @@ Result<MasterSecret> passphrase_from(std::string_view passphrase, std::string so
     if (passphrase.empty()) {
         return make_error(Code::invalid_argument, fmt::format("{} is empty", source));
     }
-    MasterSecret out{MasterKind::passphrase, SecureBuffer(passphrase.size()), std::move(source),
-                     {}};
+    MasterSecret out{
+        MasterKind::passphrase, SecureBuffer(passphrase.size()), std::move(source), {}};
     std::copy(passphrase.begin(), passphrase.end(), out.secret.data());
     return out;
 }

@@ -16,8 +16,8 @@ enum class MasterKind { key, passphrase };
 
 struct MasterSecret {
     MasterKind kind = MasterKind::key;
-    SecureBuffer secret;  // 32 key bytes, or the passphrase's bytes
-    std::string source;   // for messages: "key file /etc/agentgw/master.key"
+    SecureBuffer secret;         // 32 key bytes, or the passphrase's bytes
+    std::string source;          // for messages: "key file /etc/agentgw/master.key"
     std::filesystem::path file;  // the file it came from; empty for standard input
 };
 

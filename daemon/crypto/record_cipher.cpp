@@ -1,6 +1,7 @@
 #include "daemon/crypto/record_cipher.hpp"
 
 #include <cassert>
+
 #include <fmt/format.h>
 
 namespace agentgw {
@@ -28,8 +29,7 @@ uint32_t get_be32(const uint8_t* in) {
            uint32_t{in[3]};
 }
 
-std::string additional_data(std::string_view table, std::string_view record_key,
-                            uint32_t key_id) {
+std::string additional_data(std::string_view table, std::string_view record_key, uint32_t key_id) {
     std::string ad;
     ad.reserve(k_ad_prefix.size() + table.size() + 1 + record_key.size() + 4);
     ad.append(k_ad_prefix).append(table).push_back('\0');
@@ -50,16 +50,15 @@ SecureBuffer derive(const SecureBuffer& key, uint64_t id, const char* context) {
 }  // namespace
 
 RecordCipher::RecordCipher(const SecureBuffer& data_key, uint32_t key_id)
-    : record_key_((assert(data_key.size() == crypto_kdf_KEYBYTES),
-                   derive(data_key, 1, k_record_context))),
+    : record_key_(
+          (assert(data_key.size() == crypto_kdf_KEYBYTES), derive(data_key, 1, k_record_context))),
       lookup_key_(derive(data_key, 2, k_lookup_context)),
       key_id_(key_id) {}
 
 std::string RecordCipher::seal(std::string_view table, std::string_view record_key,
                                std::string_view plaintext) const {
     const std::string ad = additional_data(table, record_key, key_id_);
-    std::string out(k_header + plaintext.size() + crypto_aead_xchacha20poly1305_ietf_ABYTES,
-                    '\0');
+    std::string out(k_header + plaintext.size() + crypto_aead_xchacha20poly1305_ietf_ABYTES, '\0');
     auto* p = reinterpret_cast<uint8_t*>(out.data());
     p[0] = k_format;
     put_be32(p + 1, key_id_);
@@ -67,8 +66,8 @@ std::string RecordCipher::seal(std::string_view table, std::string_view record_k
     unsigned long long written = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt(
         p + k_header, &written, reinterpret_cast<const uint8_t*>(plaintext.data()),
-        plaintext.size(), reinterpret_cast<const uint8_t*>(ad.data()), ad.size(), nullptr,
-        p + 5, record_key_.data());
+        plaintext.size(), reinterpret_cast<const uint8_t*>(ad.data()), ad.size(), nullptr, p + 5,
+        record_key_.data());
     out.resize(k_header + written);
     return out;
 }
@@ -82,20 +81,20 @@ Result<SecretBytes> RecordCipher::open(std::string_view table, std::string_view 
     }
     const uint32_t key_id = get_be32(p + 1);
     if (key_id != key_id_) {
-        return make_error(Code::corrupt,
-                          fmt::format("record in {} is sealed under unknown data key {}", table,
-                                      key_id));
+        return make_error(
+            Code::corrupt,
+            fmt::format("record in {} is sealed under unknown data key {}", table, key_id));
     }
     const std::string ad = additional_data(table, record_key, key_id);
     SecretBytes plain(sealed.size() - k_overhead);
     unsigned long long plain_len = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-            plain.data(), &plain_len, nullptr, p + k_header, sealed.size() - k_header,
-            reinterpret_cast<const uint8_t*>(ad.data()), ad.size(), p + 5,
-            record_key_.data()) != 0) {
-        return make_error(Code::corrupt,
-                          fmt::format("a record in {} failed authentication (altered or moved)",
-                                      table));
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain.data(), &plain_len, nullptr, p + k_header,
+                                                   sealed.size() - k_header,
+                                                   reinterpret_cast<const uint8_t*>(ad.data()),
+                                                   ad.size(), p + 5, record_key_.data()) != 0) {
+        return make_error(
+            Code::corrupt,
+            fmt::format("a record in {} failed authentication (altered or moved)", table));
     }
     plain.resize(plain_len);
     return plain;

@@ -20,11 +20,10 @@ namespace agentgw {
 using LookupHash = std::array<uint8_t, 32>;
 
 class RecordCipher {
-public:
+  public:
     static constexpr size_t k_key_size = crypto_aead_xchacha20poly1305_ietf_KEYBYTES;
-    static constexpr size_t k_overhead =
-        1 + 4 + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES +
-        crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    static constexpr size_t k_overhead = 1 + 4 + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES +
+                                         crypto_aead_xchacha20poly1305_ietf_ABYTES;
 
     // `data_key` must be k_key_size bytes; `key_id` names it inside every record.
     RecordCipher(const SecureBuffer& data_key, uint32_t key_id);
@@ -42,7 +41,7 @@ public:
     // so that a lookup key reveals nothing about the secret without the data key.
     LookupHash lookup_hash(std::string_view domain, std::string_view secret) const;
 
-private:
+  private:
     SecureBuffer record_key_;
     SecureBuffer lookup_key_;
     uint32_t key_id_;

@@ -15,7 +15,7 @@
 namespace agentgw {
 
 class SecureBuffer {
-public:
+  public:
     SecureBuffer() = default;
     // Allocates `size` bytes (zero-filled). Throws std::bad_alloc when sodium_malloc fails.
     explicit SecureBuffer(size_t size);
@@ -33,14 +33,12 @@ public:
     size_t size() const noexcept { return size_; }
     bool empty() const noexcept { return size_ == 0; }
     std::span<const uint8_t> span() const noexcept { return {data_, size_}; }
-    std::string_view view() const noexcept {
-        return {reinterpret_cast<const char*>(data_), size_};
-    }
+    std::string_view view() const noexcept { return {reinterpret_cast<const char*>(data_), size_}; }
 
     // After this the memory traps on write; use for keys that never change once derived.
     void make_readonly() noexcept;
 
-private:
+  private:
     uint8_t* data_ = nullptr;
     size_t size_ = 0;
 };

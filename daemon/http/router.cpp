@@ -22,9 +22,9 @@ Response Router::dispatch(const Request& req, const Peer& peer) const {
         for (const auto& [verb, _] : route->second) {
             allow += (allow.empty() ? "" : ", ") + std::string(beast_http::to_string(verb));
         }
-        Response res = error_response(HttpStatus::method_not_allowed, "method_not_allowed",
-                                      fmt::format("{} does not accept {}", path,
-                                                  std::string_view(req.method_string())));
+        Response res = error_response(
+            HttpStatus::method_not_allowed, "method_not_allowed",
+            fmt::format("{} does not accept {}", path, std::string_view(req.method_string())));
         res.set(beast_http::field::allow, allow);
         return res;
     }

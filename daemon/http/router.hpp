@@ -14,20 +14,20 @@ namespace agentgw::http {
 
 // Who is on the other end of a connection.
 struct Peer {
-    bool local = false;       // true on the Unix socket
-    std::string address;      // "127.0.0.1:51234" or the socket path
-    long uid = -1;            // SO_PEERCRED uid on the Unix socket, else -1
+    bool local = false;   // true on the Unix socket
+    std::string address;  // "127.0.0.1:51234" or the socket path
+    long uid = -1;        // SO_PEERCRED uid on the Unix socket, else -1
     long pid = -1;
 };
 
 using Handler = std::function<Response(const Request&, const Peer&)>;
 
 class Router {
-public:
+  public:
     void add(beast_http::verb method, std::string path, Handler handler);
     Response dispatch(const Request& req, const Peer& peer) const;
 
-private:
+  private:
     // path -> method -> handler
     std::map<std::string, std::map<beast_http::verb, Handler>, std::less<>> routes_;
 };

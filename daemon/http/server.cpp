@@ -29,7 +29,7 @@ constexpr auto k_tuple = asio::as_tuple(asio::use_awaitable);
 
 // SO_PEERCRED as an Asio socket option, so a local socket's peer can be asked directly.
 class PeerCredentials {
-public:
+  public:
     template <typename Protocol>
     int level(const Protocol&) const {
         return SOL_SOCKET;
@@ -54,7 +54,7 @@ public:
     void resize(const Protocol&, size_t) {}
     const ucred& get() const { return cred_; }
 
-private:
+  private:
     ucred cred_{};
 };
 
@@ -149,8 +149,8 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
 }
 
 template <typename Acceptor, typename Accepted>
-asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, const Router& router,
-                                          Limits limits, Accepted on_accept) {
+asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, const Router& router, Limits limits,
+                                          Accepted on_accept) {
     while (!stopping_) {
         auto [ec, socket] = co_await acceptor.async_accept(k_tuple);
         if (ec) {
@@ -244,8 +244,8 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
         acceptor->listen(asio::socket_base::max_listen_connections, ec);
     }
     if (ec) {
-        return make_error(Code::io_error, fmt::format("cannot listen on {}: {}", path.string(),
-                                                      ec.message()));
+        return make_error(Code::io_error,
+                          fmt::format("cannot listen on {}: {}", path.string(), ec.message()));
     }
     socket_path_ = path;
     unix_acceptor_ = std::move(acceptor);
@@ -265,9 +265,9 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
             spdlog::warn("refused control connection from uid {} pid {}", peer.uid, peer.pid);
             return;  // the socket closes as it goes out of scope
         }
-        asio::co_spawn(ioc_,
-                       session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l),
-                       asio::detached);
+        asio::co_spawn(
+            ioc_, session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l),
+            asio::detached);
     };
     asio::co_spawn(ioc_, accept_loop(*unix_acceptor_, router, limits, on_accept), asio::detached);
     return {};

@@ -34,7 +34,7 @@ struct Limits {
 using PeerCheck = std::function<bool(const Peer&)>;
 
 class Server {
-public:
+  public:
     explicit Server(boost::asio::io_context& ioc) : ioc_(ioc), drain_timer_(ioc) {}
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
@@ -56,7 +56,7 @@ public:
     void stop(std::chrono::milliseconds drain);
     bool stopping() const noexcept { return stopping_; }
 
-private:
+  private:
     struct Connection {
         bool idle = true;
         std::function<void()> close;

@@ -1,6 +1,7 @@
 #include "daemon/vault/key_source.hpp"
 
 #include <cstdlib>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 

@@ -7,19 +7,30 @@ namespace agentgw::lmdb {
 Error error(int rc, std::string_view what) {
     Code code = Code::io_error;
     switch (rc) {
-        case MDB_NOTFOUND: code = Code::not_found; break;
+        case MDB_NOTFOUND:
+            code = Code::not_found;
+            break;
         case MDB_MAP_FULL:
         case MDB_READERS_FULL:
         case MDB_TXN_FULL:
-        case MDB_DBS_FULL: code = Code::exhausted; break;
+        case MDB_DBS_FULL:
+            code = Code::exhausted;
+            break;
         case MDB_CORRUPTED:
         case MDB_PAGE_NOTFOUND:
         case MDB_INVALID:
-        case MDB_VERSION_MISMATCH: code = Code::corrupt; break;
-        case MDB_KEYEXIST: code = Code::conflict; break;
+        case MDB_VERSION_MISMATCH:
+            code = Code::corrupt;
+            break;
+        case MDB_KEYEXIST:
+            code = Code::conflict;
+            break;
         case EACCES:
-        case EPERM: code = Code::permission_denied; break;
-        default: break;
+        case EPERM:
+            code = Code::permission_denied;
+            break;
+        default:
+            break;
     }
     return make_error(code, fmt::format("{}: {}", what, mdb_strerror(rc)));
 }

@@ -3,11 +3,11 @@
 // a time, MDB_NOTLS read transactions may move between threads but not be used concurrently).
 #pragma once
 
-#include <lmdb.h>
-
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include <lmdb.h>
 
 #include "common/result.hpp"
 
@@ -25,7 +25,7 @@ inline std::string_view view(const MDB_val& v) noexcept {
 }
 
 class Env {
-public:
+  public:
     Env() = default;
     Env(Env&& other) noexcept : env_(std::exchange(other.env_, nullptr)) {}
     Env& operator=(Env&& other) noexcept {
@@ -56,14 +56,14 @@ public:
         }
     }
 
-private:
+  private:
     explicit Env(MDB_env* env) : env_(env) {}
     MDB_env* env_ = nullptr;
 };
 
 // A transaction, aborted on destruction unless committed.
 class Txn {
-public:
+  public:
     Txn() = default;
     Txn(Txn&& other) noexcept : txn_(std::exchange(other.txn_, nullptr)) {}
     Txn& operator=(Txn&& other) noexcept {
@@ -90,14 +90,14 @@ public:
         }
     }
 
-private:
+  private:
     explicit Txn(MDB_txn* txn) : txn_(txn) {}
     MDB_txn* txn_ = nullptr;
 };
 
 // A cursor, closed on destruction (it must not outlive its transaction).
 class Cursor {
-public:
+  public:
     Cursor(const Cursor&) = delete;
     Cursor& operator=(const Cursor&) = delete;
     ~Cursor() {
@@ -109,7 +109,7 @@ public:
     Cursor(Cursor&& other) noexcept : cursor_(std::exchange(other.cursor_, nullptr)) {}
     MDB_cursor* get() const noexcept { return cursor_; }
 
-private:
+  private:
     explicit Cursor(MDB_cursor* cursor) : cursor_(cursor) {}
     MDB_cursor* cursor_ = nullptr;
 };

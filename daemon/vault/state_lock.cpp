@@ -1,8 +1,8 @@
 #include "daemon/vault/state_lock.hpp"
 
+#include <cerrno>
 #include <fcntl.h>
 
-#include <cerrno>
 #include <fmt/format.h>
 
 #include "common/fs.hpp"
@@ -15,24 +15,21 @@ Result<StateLock> StateLock::acquire(const std::filesystem::path& dir) {
     if (!fd.valid()) {
         return errno_error(Code::io_error, fmt::format("cannot open {}", path.string()), errno);
     }
+    // An open-file-description lock: it conflicts even with another open of the file in this
+    // same process, and closing some other descriptor of the file does not drop it.
     struct flock lock {};
     lock.l_type = F_WRLCK;
     lock.l_whence = SEEK_SET;
-    if (::fcntl(fd.get(), F_SETLK, &lock) == 0) {
+    if (::fcntl(fd.get(), F_OFD_SETLK, &lock) == 0) {
         return StateLock(dir, std::move(fd));
     }
     if (errno != EACCES && errno != EAGAIN) {
         return errno_error(Code::io_error, fmt::format("cannot lock {}", path.string()), errno);
     }
-    struct flock holder {};
-    holder.l_type = F_WRLCK;
-    holder.l_whence = SEEK_SET;
-    std::string who = "another process";
-    if (::fcntl(fd.get(), F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK) {
-        who = fmt::format("another agentgwd (pid {})", holder.l_pid);
-    }
-    return make_error(Code::unavailable, fmt::format("{} is already using state directory {}",
-                                                     who, dir.string()));
+    return make_error(Code::unavailable,
+                      fmt::format("another agentgwd is already using state directory {} "
+                                  "({} is locked)",
+                                  dir.string(), path.string()));
 }
 
 }  // namespace agentgw

@@ -1,9 +1,9 @@
 #include "daemon/vault/vault.hpp"
 
+#include <future>
 #include <sys/stat.h>
 
 #include <fmt/format.h>
-#include <future>
 #include <spdlog/spdlog.h>
 
 #include "common/fs.hpp"
@@ -15,8 +15,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view k_table_names[k_table_count] = {
-    "settings", "users",  "user_names", "agents",      "agent_names",
-    "agent_keys", "credentials", "blobs", "blob_expiry", "audit",
+    "settings",   "users",       "user_names", "agents",      "agent_names",
+    "agent_keys", "credentials", "blobs",      "blob_expiry", "audit",
 };
 constexpr const char* k_meta_table = "meta";
 constexpr std::string_view k_envelope_key = "key_envelope";
@@ -149,9 +149,9 @@ Result<std::optional<KeyEnvelope>> Vault::probe(const fs::path& dir) {
     }
     // Read-only and without the lock file, so probing (and refusing a wrong key) leaves every
     // file byte-identical. The caller holds the StateLock, so no writer runs meanwhile.
-    TRY_ASSIGN(auto env, lmdb::Env::open(dir.string(), {.flags = MDB_RDONLY | MDB_NOLOCK |
-                                                                  MDB_NOTLS,
-                                                         .max_dbs = k_max_dbs}));
+    TRY_ASSIGN(auto env,
+               lmdb::Env::open(dir.string(), {.flags = MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS,
+                                              .max_dbs = k_max_dbs}));
     TRY_ASSIGN(auto txn, lmdb::Txn::begin(env.get(), nullptr, MDB_RDONLY));
     return read_envelope(txn.get());
 }
@@ -281,9 +281,8 @@ Status Vault::write(WriteFn fn) {
 Status Vault::change_master_key(const MasterSecret& next, PwhashParams params) {
     TRY_ASSIGN(auto envelope, wrap_data_key(data_key_, cipher_.key_id(), next, params));
     const std::string json = envelope.to_json();
-    return write([this, &json](WriteTxn& txn) {
-        return txn.put_raw(meta_dbi_, k_envelope_key, json, 0);
-    });
+    return write(
+        [this, &json](WriteTxn& txn) { return txn.put_raw(meta_dbi_, k_envelope_key, json, 0); });
 }
 
 VaultStats Vault::stats() const {

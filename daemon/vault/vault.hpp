@@ -49,14 +49,14 @@ inline constexpr size_t k_table_count = 10;
 std::string_view table_name(Table table) noexcept;
 
 struct VaultOptions {
-    std::filesystem::path dir;             // the state directory (must exist, 0700)
-    size_t initial_map_size = 64u << 20;   // the map doubles whenever it fills
-    size_t max_batch = 1024;               // most write requests per commit (1 = no grouping)
+    std::filesystem::path dir;            // the state directory (must exist, 0700)
+    size_t initial_map_size = 64u << 20;  // the map doubles whenever it fills
+    size_t max_batch = 1024;              // most write requests per commit (1 = no grouping)
     PwhashParams pwhash = PwhashParams::moderate();  // for new passphrase-protected vaults
 };
 
 class ReadTxn {
-public:
+  public:
     ReadTxn(const ReadTxn&) = delete;
     ReadTxn& operator=(const ReadTxn&) = delete;
 
@@ -69,7 +69,7 @@ public:
 
     Result<size_t> count(Table table) const;
 
-protected:
+  protected:
     friend class Vault;
     ReadTxn(MDB_txn* txn, const Vault& vault) : txn_(txn), vault_(vault) {}
     MDB_txn* txn_;
@@ -77,7 +77,7 @@ protected:
 };
 
 class WriteTxn : public ReadTxn {
-public:
+  public:
     // Inserts or replaces.
     Status put(Table table, std::string_view key, std::string_view value);
     // Inserts; fails with Code::conflict when the key exists.
@@ -85,7 +85,7 @@ public:
     // Removes the key; returns whether it existed.
     Result<bool> erase(Table table, std::string_view key);
 
-private:
+  private:
     friend class Vault;
     using ReadTxn::ReadTxn;
     Status put_raw(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags);
@@ -94,14 +94,14 @@ private:
 };
 
 struct VaultStats {
-    uint64_t commits = 0;     // write transactions committed
-    uint64_t writes = 0;      // write requests that succeeded
+    uint64_t commits = 0;  // write transactions committed
+    uint64_t writes = 0;   // write requests that succeeded
     uint64_t map_growths = 0;
     size_t map_size = 0;
 };
 
 class Vault {
-public:
+  public:
     // A write request. It runs on the writer thread inside its own nested transaction: an error
     // return rolls back only its changes. It may run more than once (after the map grows), so
     // it must have no effect outside `txn` other than recording its result.
@@ -139,7 +139,7 @@ public:
     const std::filesystem::path& dir() const noexcept { return lock_.dir(); }
     VaultStats stats() const;
 
-private:
+  private:
     friend class ReadTxn;
     friend class WriteTxn;
     struct Request {

@@ -1,0 +1,352 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <regex>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <sodium.h>
+
+#include "tests/integration/daemon_harness.hpp"
+#include "tests/support/http_client.hpp"
+
+using namespace agentgw::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Sends raw bytes to the TCP listener and returns everything it answers before closing.
+std::string raw_exchange(const std::string& base_url, const std::string& bytes) {
+    std::smatch m;
+    const std::regex re(R"(http://([0-9.]+):([0-9]+))");
+    REQUIRE(std::regex_search(base_url, m, re));
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(m[2])));
+    ::inet_pton(AF_INET, m[1].str().c_str(), &addr.sin_addr);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(bytes.size()));
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+        out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+}
+
+int count_lines(const std::string& text) {
+    return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+}
+
+RunResult cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {AGENTGW_CLI_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+}
+
+}  // namespace
+
+TEST_CASE("agentgwd answers /healthz and stops on SIGTERM with exit 0", "[daemon]") {
+    TempDir dir;
+    auto d = start_daemon(daemon_args(dir));
+
+    const auto health = http_request("GET", d.base_url + "/healthz");
+    CHECK(health.status == 200);
+    CHECK(json::parse(health.body) == json{{"status", "ok"}});
+    CHECK(header(health, "content-type") == "application/json");
+
+    const auto missing = http_request("GET", d.base_url + "/nope");
+    CHECK(missing.status == 404);
+    CHECK(header(missing, "agentgw-error") == "not_found");
+    CHECK(json::parse(missing.body)["error"] == "not_found");
+
+    const auto wrong_method = http_request("POST", d.base_url + "/healthz", "{}");
+    CHECK(wrong_method.status == 405);
+    CHECK(header(wrong_method, "allow") == "GET");
+
+    // Control routes never exist on the TCP port.
+    CHECK(http_request("GET", d.base_url + "/v1/status").status == 404);
+
+    const auto status =
+        http_request("GET", "http://localhost/v1/status", {}, {}, d.socket.string());
+    REQUIRE(status.status == 200);
+    const auto s = json::parse(status.body);
+    CHECK(s["vault"]["state"] == "open");
+    CHECK(s["listeners"]["agent_api"] == d.base_url.substr(7));
+    CHECK(mode_of(d.socket) == 0660);
+    CHECK(mode_of(dir / "state") == 0700);
+    CHECK(mode_of(dir / "state" / "master.key") == 0600);
+
+    d.child->signal(SIGTERM);
+    CHECK(d.child->wait(15s) == 0);
+    CHECK_FALSE(fs::exists(d.socket));
+    CHECK(d.child->stderr_text().find("stopped") != std::string::npos);
+}
+
+TEST_CASE("agentgwd stops on SIGINT with exit 0 and reopens its vault", "[daemon]") {
+    TempDir dir;
+    {
+        auto d = start_daemon(daemon_args(dir));
+        d.child->signal(SIGINT);
+        CHECK(d.child->wait(15s) == 0);
+    }
+    const auto key_before = read_file(dir / "state" / "master.key");
+    auto d = start_daemon(daemon_args(dir));
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+    CHECK(read_file(dir / "state" / "master.key") == key_before);
+    CHECK(d.child->stderr_text().find("generating") == std::string::npos);
+}
+
+TEST_CASE("a wrong master key is refused in one line and changes nothing", "[daemon]") {
+    TempDir dir;
+    {
+        auto d = start_daemon(daemon_args(dir));
+        d.child->signal(SIGTERM);
+        REQUIRE(d.child->wait(15s) == 0);
+    }
+    write_file(dir / "wrong.key", std::string(64, 'f') + "\n");
+    const auto before = hash_tree(dir / "state");
+
+    std::vector<std::string> argv = {AGENTGWD_PATH};
+    for (const auto& a : daemon_args(dir, {"--key-file", (dir / "wrong.key").string()})) {
+        argv.push_back(a);
+    }
+    const auto r = run(argv);
+    CHECK(r.code == 1);
+    INFO(r.err);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(r.err.find("wrong master key") != std::string::npos);
+    CHECK(r.err.find("wrong.key") != std::string::npos);
+    CHECK(hash_tree(dir / "state") == before);
+    CHECK_FALSE(fs::exists(dir / "run" / "agentgw.sock"));
+}
+
+TEST_CASE("a second agentgwd on the same state dir refuses to start", "[daemon]") {
+    TempDir dir;
+    auto first = start_daemon(daemon_args(dir));
+
+    std::vector<std::string> argv = {AGENTGWD_PATH,
+                                     "--state-dir",
+                                     (dir / "state").string(),
+                                     "--socket",
+                                     (dir / "other" / "s.sock").string(),
+                                     "--listen",
+                                     "127.0.0.1:0"};
+    const auto r = run(argv);
+    CHECK(r.code == 1);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(r.err.find("already using state directory") != std::string::npos);
+    CHECK(http_request("GET", first.base_url + "/healthz").status == 200);
+}
+
+TEST_CASE("a live control socket is kept, a stale one replaced", "[daemon]") {
+    TempDir dir;
+    auto first = start_daemon(daemon_args(dir));
+
+    TempDir other;
+    std::vector<std::string> argv = {
+        AGENTGWD_PATH, "--state-dir", (other / "state").string(), "--socket", first.socket.string(),
+        "--listen",    "127.0.0.1:0"};
+    const auto r = run(argv);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("another daemon is listening") != std::string::npos);
+    CHECK(http_request("GET", "http://localhost/healthz", {}, {}, first.socket.string()).status ==
+          200);
+
+    // A socket file nobody listens on any more is taken over.
+    fs::create_directory(other / "run");
+    fs::permissions(other / "run", fs::perms(0700));
+    const auto stale = other / "run" / "stale.sock";
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, stale.c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    ::close(fd);
+    REQUIRE(fs::exists(stale));
+    auto second = start_daemon({"--state-dir", (other / "state").string(), "--socket",
+                                stale.string(), "--listen", "127.0.0.1:0"});
+    CHECK(http_request("GET", "http://localhost/healthz", {}, {}, stale.string()).status == 200);
+}
+
+TEST_CASE("a control socket directory looser than 0750 is refused", "[daemon]") {
+    TempDir dir;
+    fs::create_directory(dir / "run");
+    fs::permissions(dir / "run", fs::perms(0777));
+    std::vector<std::string> argv = {AGENTGWD_PATH};
+    for (const auto& a : daemon_args(dir)) {
+        argv.push_back(a);
+    }
+    const auto r = run(argv);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("0777") != std::string::npos);
+}
+
+TEST_CASE("malformed and smuggling requests get a JSON 400 and a closed connection", "[daemon]") {
+    TempDir dir;
+    auto d = start_daemon(daemon_args(dir));
+
+    const auto garbage = raw_exchange(d.base_url, "THIS IS NOT HTTP\r\n\r\n");
+    CHECK(garbage.rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(garbage.find("Agentgw-Error: bad_request") != std::string::npos);
+    CHECK(garbage.find(R"("error":"bad_request")") != std::string::npos);
+
+    const auto smuggle =
+        raw_exchange(d.base_url,
+                     "POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+                     "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(smuggle.rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(smuggle.find("smuggled") == std::string::npos);
+    CHECK(smuggle.find("HTTP/1.1", 5) == std::string::npos);  // exactly one response
+
+    const auto two = raw_exchange(d.base_url,
+                                  "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(two.find("HTTP/1.1 200") == 0);
+    CHECK(two.find("HTTP/1.1 200", 5) != std::string::npos);  // keep-alive served both
+
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);  // still serving
+}
+
+TEST_CASE("settings come from flags, then environment, then the config file", "[daemon]") {
+    TempDir dir;
+    write_file(dir / "agentgwd.conf", "state-dir = \"" + (dir / "state").string() + "\"\n" +
+                                          "socket = \"" +
+                                          (dir / "run" / "from-config.sock").string() + "\"\n" +
+                                          "listen = \"127.0.0.1:0\"\n");
+    const std::vector<std::string> conf = {"--config", (dir / "agentgwd.conf").string()};
+
+    SECTION("config file alone") {
+        auto d = start_daemon(conf);
+        CHECK(d.socket.filename() == "from-config.sock");
+    }
+    SECTION("environment beats the config file") {
+        auto d =
+            start_daemon(conf, {{"AGENTGWD_SOCKET", (dir / "run" / "from-env.sock").string()}});
+        CHECK(d.socket.filename() == "from-env.sock");
+    }
+    SECTION("a flag beats both") {
+        auto args = conf;
+        args.push_back("--socket");
+        args.push_back((dir / "run" / "from-flag.sock").string());
+        auto d =
+            start_daemon(args, {{"AGENTGWD_SOCKET", (dir / "run" / "from-env.sock").string()}});
+        CHECK(d.socket.filename() == "from-flag.sock");
+    }
+    SECTION("the config file itself may come from the environment") {
+        auto d = start_daemon({}, {{"AGENTGWD_CONFIG", (dir / "agentgwd.conf").string()}});
+        CHECK(d.socket.filename() == "from-config.sock");
+    }
+}
+
+TEST_CASE("bad settings are usage errors naming the problem", "[daemon]") {
+    TempDir dir;
+    write_file(dir / "bad.conf", "listen = \"127.0.0.1:0\"\nbogus-key = 1\n");
+    const auto unknown = run({AGENTGWD_PATH, "--config", (dir / "bad.conf").string()});
+    CHECK(unknown.code == 2);
+    CHECK(unknown.err.find("bogus") != std::string::npos);
+
+    const auto ttl = run({AGENTGWD_PATH, "--session-ttl", "5"});
+    CHECK(ttl.code == 2);
+    const auto flag = run({AGENTGWD_PATH, "--no-such-flag"});
+    CHECK(flag.code == 2);
+    const auto listen = run({AGENTGWD_PATH, "--state-dir", (dir / "s").string(), "--socket",
+                             (dir / "r" / "s.sock").string(), "--listen", "localhost"});
+    CHECK(listen.code == 1);
+    CHECK(listen.err.find("ADDR:PORT") != std::string::npos);
+    const auto version = run({AGENTGWD_PATH, "--version"});
+    CHECK(version.code == 0);
+    CHECK(version.out.find('.') != std::string::npos);
+}
+
+TEST_CASE("agentgwd rekey moves the vault to a new key", "[daemon]") {
+    TempDir dir;
+    {
+        auto d = start_daemon(daemon_args(dir));
+        d.child->signal(SIGTERM);
+        REQUIRE(d.child->wait(15s) == 0);
+    }
+    std::string new_key(32, '\0');
+    randombytes_buf(new_key.data(), new_key.size());
+    write_file(dir / "new.key", new_key);
+    const auto r = run({AGENTGWD_PATH, "--state-dir", (dir / "state").string(), "--socket",
+                        (dir / "run" / "agentgw.sock").string(), "rekey", "--new-key-file",
+                        (dir / "new.key").string()});
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+
+    // Without the key the vault stays shut, and no new key is generated over it.
+    const auto shut = run({AGENTGWD_PATH, "--state-dir", (dir / "state").string(), "--socket",
+                           (dir / "run" / "agentgw.sock").string(), "--listen", "127.0.0.1:0"});
+    CHECK(shut.code == 1);
+    CHECK(shut.err.find("needs its master key") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+
+    auto d = start_daemon(daemon_args(dir, {"--key-file", (dir / "new.key").string()}));
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+}
+
+TEST_CASE("a passphrase-protected vault unlocks from standard input", "[daemon]") {
+    TempDir dir;
+    {
+        auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
+                              std::string("open sesame\n"));
+        CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+        d.child->signal(SIGTERM);
+        REQUIRE(d.child->wait(15s) == 0);
+    }
+    std::vector<std::string> argv = {AGENTGWD_PATH};
+    for (const auto& a : daemon_args(dir, {"--passphrase-file", "-"})) {
+        argv.push_back(a);
+    }
+    const auto wrong = run(argv, {}, std::string("open says me\n"));
+    CHECK(wrong.code == 1);
+    CHECK(count_lines(wrong.err) == 1);
+    CHECK(wrong.err.find("wrong master passphrase") != std::string::npos);
+
+    const auto none = run({argv.begin(), argv.end() - 2});
+    CHECK(none.code == 1);
+    CHECK(none.err.find("protected by a passphrase") != std::string::npos);
+
+    auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
+                          std::string("open sesame\n"));
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+}
+
+TEST_CASE("agentgw status talks to the daemon over its socket", "[daemon][cli]") {
+    TempDir dir;
+    auto d = start_daemon(daemon_args(dir));
+
+    const auto human = cli({"--socket", d.socket.string(), "status"});
+    CHECK(human.code == 0);
+    CHECK(human.out.find("agent API") != std::string::npos);
+    CHECK(human.out.find(d.base_url.substr(7)) != std::string::npos);
+
+    const auto machine = cli({"--json", "--socket", d.socket.string(), "status"});
+    CHECK(machine.code == 0);
+    CHECK(json::parse(machine.out)["vault"]["state"] == "open");
+
+    const auto env = run({AGENTGW_CLI_PATH, "status"}, {{"AGENTGW_SOCKET", d.socket.string()}});
+    CHECK(env.code == 0);
+
+    d.child->signal(SIGTERM);
+    REQUIRE(d.child->wait(15s) == 0);
+    const auto down = cli({"--socket", d.socket.string(), "status"});
+    CHECK(down.code == 5);
+    CHECK(down.err.rfind("agentgw: ", 0) == 0);
+    CHECK(count_lines(down.err) == 1);
+
+    CHECK(cli({"--socket", d.socket.string(), "no-such-command"}).code == 2);
+    CHECK(cli({}).code == 2);
+}

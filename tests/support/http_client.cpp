@@ -1,0 +1,68 @@
+#include "tests/support/http_client.hpp"
+
+#include <algorithm>
+
+#include <curl/curl.h>
+
+namespace agentgw::test {
+
+namespace {
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+    static_cast<HttpReply*>(user)->body.append(data, size * n);
+    return size * n;
+}
+
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+    std::string line(data, size * n);
+    const auto colon = line.find(':');
+    if (colon != std::string::npos) {
+        std::string name = line.substr(0, colon);
+        std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+        std::string value = line.substr(colon + 1);
+        value.erase(0, value.find_first_not_of(' '));
+        value.erase(value.find_last_not_of("\r\n") + 1);
+        static_cast<HttpReply*>(user)->headers[name] = value;
+    }
+    return size * n;
+}
+
+}  // namespace
+
+HttpReply http_request(const std::string& method, const std::string& url, const std::string& body,
+                       const std::vector<std::string>& headers, const std::string& unix_socket) {
+    HttpReply reply;
+    CURL* c = curl_easy_init();
+    curl_slist* list = nullptr;
+    for (const auto& h : headers) {
+        list = curl_slist_append(list, h.c_str());
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &reply);
+    if (!unix_socket.empty()) {
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_socket.c_str());
+    }
+    if (!body.empty()) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    }
+    const CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
+    } else {
+        reply.error = curl_easy_strerror(rc);
+    }
+    curl_slist_free_all(list);
+    curl_easy_cleanup(c);
+    return reply;
+}
+
+}  // namespace agentgw::test
