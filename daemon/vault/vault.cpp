@@ -167,6 +167,8 @@ Result<std::unique_ptr<Vault>> Vault::open(const VaultOptions& options, StateLoc
         key_id = existing->key_id;
     }
 
+    // Never MDB_NOMEMINIT: LMDB must zero fresh pages, or freed heap memory (which may have
+    // held plaintext) could be written into the data file.
     TRY_ASSIGN(auto env, lmdb::Env::open(dir.string(), {.flags = MDB_NOTLS,
                                                         .map_size = options.initial_map_size,
                                                         .max_dbs = k_max_dbs,
