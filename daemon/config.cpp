@@ -61,8 +61,7 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.add_option("--services", c.services_file, "Services file (JSON)");
     app.add_option("--key-file", c.key_file, "Master key file (32 raw bytes or 64 hex characters)");
     app.add_option("--passphrase-file", c.passphrase_file,
-                   "Unlock with a passphrase read from this file ('-' for standard input)")
-        ->excludes("--key-file");
+                   "Unlock with a passphrase read from this file ('-' for standard input)");
     app.add_option("--session-ttl", c.session_ttl_secs, "Session lifetime in seconds")
         ->check(CLI::Range(int64_t{60}, int64_t{7} * 24 * 3600))
         ->capture_default_str();
@@ -91,6 +90,7 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     for (int i = 1; i < argc; ++i) {
         args.emplace_back(argv[i]);
     }
+    const std::vector<std::string> in_order = args;
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
     try {
         app.parse(args);
@@ -103,6 +103,28 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
         return out;
     }
     c.log_level = *parse_log_level(log_level);
+    if (!c.key_file.empty() && !c.passphrase_file.empty()) {
+        // The two name one setting, the master secret: the one given last among flags and
+        // environment wins, and the config file only fills in what neither gave.
+        auto last = [&](std::string_view flag) {
+            ptrdiff_t at = -1;
+            for (size_t i = 0; i < in_order.size(); ++i) {
+                if (in_order[i] == flag || in_order[i].starts_with(std::string(flag) + "=")) {
+                    at = static_cast<ptrdiff_t>(i);
+                }
+            }
+            return at;
+        };
+        const ptrdiff_t key_at = last("--key-file");
+        const ptrdiff_t pass_at = last("--passphrase-file");
+        if (key_at < 0 && pass_at < 0) {
+            std::cerr << "agentgwd: the config file sets both key-file and passphrase-file\n";
+            out.action = DaemonInvocation::Action::exit;
+            out.exit_code = 2;
+            return out;
+        }
+        (key_at > pass_at ? c.passphrase_file : c.key_file).clear();
+    }
     if (rekey->parsed()) {
         if (out.new_key_file.empty() && out.new_passphrase_file.empty()) {
             std::cerr << "agentgwd: rekey needs --new-key-file or --new-passphrase-file\n";

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <unistd.h>
 
@@ -62,10 +63,15 @@ struct OpenedVault {
     fs::path key_file;  // where the master secret came from, if a file
 };
 
-Result<OpenedVault> open_vault(const DaemonConfig& config) {
+// Opens the vault in the state dir; creates it (and perhaps a key) only when `create` is set.
+Result<OpenedVault> open_vault(const DaemonConfig& config, bool create) {
     TRY(ensure_private_dir(config.state_dir, 0700));
     TRY_ASSIGN(auto lock, StateLock::acquire(config.state_dir));
     TRY_ASSIGN(auto existing, Vault::probe(config.state_dir));
+    if (!existing && !create) {
+        return make_error(Code::not_found,
+                          fmt::format("there is no vault in {}", config.state_dir.string()));
+    }
     TRY_ASSIGN(auto master, resolve_master_secret(config, existing));
     VaultOptions options;
     options.dir = config.state_dir;
@@ -93,7 +99,7 @@ int run_daemon(DaemonConfig config) {
         spdlog::error("{}", listen_at.error().message);
         return 1;
     }
-    auto opened = open_vault(config);
+    auto opened = open_vault(config, true);
     if (!opened) {
         spdlog::error("{}", opened.error().message);
         return 1;
@@ -146,14 +152,24 @@ int run_daemon(DaemonConfig config) {
         return 1;
     }
 
-    asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code& ec, int signo) {
-        if (ec) {
-            return;
-        }
-        spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-        server.stop(config.drain);
-    });
+    asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
+    std::function<void(const boost::system::error_code&, int)> on_signal =
+        [&](const boost::system::error_code& ec, int signo) {
+            if (ec) {
+                return;
+            }
+            if (signo == SIGHUP) {
+                // SIGHUP means "reload"; until a services file is loaded there is nothing to
+                // reload, and the signal must not end the daemon.
+                spdlog::info("received SIGHUP: no services file is loaded, nothing to reload");
+                signals.async_wait(on_signal);
+                return;
+            }
+            spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            signals.cancel();
+            server.stop(config.drain);
+        };
+    signals.async_wait(on_signal);
 
     spdlog::info("agentgwd {} ready: agent API on http://{}, control socket {}, state {}",
                  k_version, agent_api, config.socket_path.string(), config.state_dir.string());
@@ -168,22 +184,17 @@ int rekey_vault(const DaemonInvocation& inv) {
         spdlog::error("{}", s.error().message);
         return 1;
     }
+    // Unlock with the current secret first: when both secrets come from standard input, the
+    // current one is the first line and the new one the second.
+    auto opened = open_vault(config, false);
+    if (!opened) {
+        spdlog::error("{}", opened.error().message);
+        return 1;
+    }
     auto next = inv.new_key_file.empty() ? load_passphrase_file(inv.new_passphrase_file)
                                          : load_key_file(inv.new_key_file);
     if (!next) {
         spdlog::error("{}", next.error().message);
-        return 1;
-    }
-    {
-        auto existing = Vault::probe(config.state_dir);
-        if (existing && !*existing) {
-            spdlog::error("there is no vault in {} to rekey", config.state_dir.string());
-            return 1;
-        }
-    }
-    auto opened = open_vault(config);
-    if (!opened) {
-        spdlog::error("{}", opened.error().message);
         return 1;
     }
     if (auto s = opened->vault->change_master_key(*next, PwhashParams::moderate()); !s) {
@@ -192,9 +203,12 @@ int rekey_vault(const DaemonInvocation& inv) {
     }
     // The key file the daemon generated no longer unlocks anything; leaving it would only
     // mislead. The new secret is the operator's to keep.
-    const fs::path local_key = config.state_dir / "master.key";
-    if (opened->key_file == local_key && fs::absolute(next->file) != local_key) {
-        std::error_code ec;
+    std::error_code ec;
+    const fs::path local_key = fs::weakly_canonical(config.state_dir / "master.key", ec);
+    const auto same_file = [&](const fs::path& p) {
+        return !p.empty() && fs::weakly_canonical(p, ec) == local_key;
+    };
+    if (same_file(opened->key_file) && !same_file(next->file)) {
         fs::remove(local_key, ec);
     }
     spdlog::info("vault in {} now unlocks with {}", config.state_dir.string(), next->source);

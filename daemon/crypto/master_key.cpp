@@ -45,12 +45,12 @@ Result<size_t> read_into(int fd, SecureBuffer& buffer, std::string_view what, bo
 }  // namespace
 
 Result<MasterSecret> load_key_file(const fs::path& path) {
-    TRY(check_private_file(path));
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) {
-        return errno_error(Code::io_error, fmt::format("cannot open key file {}", path.string()),
-                           errno);
+        return errno_error(errno == ENOENT ? Code::not_found : Code::io_error,
+                           fmt::format("cannot open key file {}", path.string()), errno);
     }
+    TRY(check_private_fd(fd.get(), path));
     SecureBuffer raw(2 * k_master_key_size + 2);
     TRY_ASSIGN(size_t n, read_into(fd.get(), raw, "key file " + path.string(), false));
 
@@ -107,12 +107,12 @@ Result<MasterSecret> load_passphrase_file(const fs::path& path) {
     UniqueFd owned;
     int fd = STDIN_FILENO;
     if (!from_stdin) {
-        TRY(check_private_file(path));
         owned.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!owned.valid()) {
-            return errno_error(Code::io_error,
+            return errno_error(errno == ENOENT ? Code::not_found : Code::io_error,
                                fmt::format("cannot open passphrase file {}", path.string()), errno);
         }
+        TRY(check_private_fd(owned.get(), path));
         fd = owned.get();
     }
     const std::string what = from_stdin ? "standard input" : "passphrase file " + path.string();

@@ -18,6 +18,7 @@ struct Peer {
     std::string address;  // "127.0.0.1:51234" or the socket path
     long uid = -1;        // SO_PEERCRED uid on the Unix socket, else -1
     long pid = -1;
+    bool authorized = true;  // false: each request is answered 403 and the connection closed
 };
 
 using Handler = std::function<Response(const Request&, const Peer&)>;

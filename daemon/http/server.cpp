@@ -132,6 +132,10 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         if (ec && !early) {
             early = protocol_error(ec);
         }
+        if (!early && !peer.authorized) {
+            early = error_response(HttpStatus::forbidden, "forbidden",
+                                   fmt::format("uid {} may not use this socket", peer.uid));
+        }
         Response res = early ? std::move(*early) : router.dispatch(parser.get(), peer);
         const bool keep_alive = !early && parser.get().keep_alive() && !stopping_;
         res.version(11);
@@ -261,9 +265,11 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
             peer.uid = static_cast<long>(cred.get().uid);
             peer.pid = static_cast<long>(cred.get().pid);
         }
-        if (ec || !check(peer)) {
-            spdlog::warn("refused control connection from uid {} pid {}", peer.uid, peer.pid);
-            return;  // the socket closes as it goes out of scope
+        // A refused peer still gets an answer (403), so its client can tell "denied" from
+        // "no daemon".
+        peer.authorized = !ec && check(peer);
+        if (!peer.authorized) {
+            spdlog::warn("refusing control connection from uid {} pid {}", peer.uid, peer.pid);
         }
         asio::co_spawn(
             ioc_, session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l),

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include "daemon/vault/vault.hpp"
 #include "tests/integration/daemon_harness.hpp"
 #include "tests/support/http_client.hpp"
 
@@ -349,4 +350,70 @@ TEST_CASE("agentgw status talks to the daemon over its socket", "[daemon][cli]")
 
     CHECK(cli({"--socket", d.socket.string(), "no-such-command"}).code == 2);
     CHECK(cli({}).code == 2);
+}
+
+TEST_CASE("SIGHUP does not stop the daemon", "[daemon]") {
+    TempDir dir;
+    auto d = start_daemon(daemon_args(dir));
+    d.child->signal(SIGHUP);
+    REQUIRE(d.child->wait_for_stderr("SIGHUP").has_value());
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+    d.child->signal(SIGTERM);
+    CHECK(d.child->wait(15s) == 0);
+}
+
+TEST_CASE("a master-secret flag beats the other kind from the environment", "[daemon]") {
+    TempDir dir;
+    write_file(dir / "k", std::string(32, 'k'));
+    auto d =
+        start_daemon(daemon_args(dir, {"--passphrase-file", "-"}),
+                     {{"AGENTGWD_KEY_FILE", (dir / "k").string()}}, std::string("a passphrase\n"));
+    d.child->signal(SIGTERM);
+    REQUIRE(d.child->wait(15s) == 0);
+    const auto envelope = agentgw::Vault::probe(dir / "state");
+    REQUIRE(envelope);
+    REQUIRE(envelope->has_value());
+    CHECK((*envelope)->kind == agentgw::MasterKind::passphrase);
+}
+
+TEST_CASE("rekey to a passphrase reads it after the current secret", "[daemon]") {
+    TempDir dir;
+    {
+        auto d = start_daemon(daemon_args(dir));
+        d.child->signal(SIGTERM);
+        REQUIRE(d.child->wait(15s) == 0);
+    }
+    const auto r = run({AGENTGWD_PATH, "--state-dir", (dir / "state").string(), "rekey",
+                        "--new-passphrase-file", "-"},
+                       {}, std::string("the new passphrase\n"));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+    auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
+                          std::string("the new passphrase\n"));
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+
+    const auto nothing = run({AGENTGWD_PATH, "--state-dir", (dir / "empty").string(), "rekey",
+                              "--new-key-file", (dir / "state" / "x").string()});
+    CHECK(nothing.code == 1);
+    CHECK(nothing.err.find("no vault") != std::string::npos);
+}
+
+TEST_CASE("a control-socket peer of another uid is answered 403", "[daemon][cli]") {
+    if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv")) {
+        WARN("needs root and setpriv to act as another uid; not run");
+        return;
+    }
+    TempDir dir;
+    auto d = start_daemon(daemon_args(dir));
+    // Let uid/gid 65534 reach the socket, so that only the daemon's peer check stands between.
+    fs::permissions(dir.path(), fs::perms(0755));
+    REQUIRE(::chown((dir / "run").c_str(), 0, 65534) == 0);
+    REQUIRE(::chown(d.socket.c_str(), 0, 65534) == 0);
+    const auto r = run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        AGENTGW_CLI_PATH, "--socket", d.socket.string(), "status"});
+    INFO(r.err);
+    CHECK(r.code == 4);
+    CHECK(r.err.find("may not use this socket") != std::string::npos);
+    CHECK(d.child->wait_for_stderr("refusing control connection from uid 65534").has_value());
 }

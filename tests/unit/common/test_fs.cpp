@@ -1,0 +1,42 @@
+#include <fcntl.h>
+
+#include <catch2/catch.hpp>
+
+#include "common/fs.hpp"
+#include "common/unique_fd.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using namespace agentgw;
+namespace fs = std::filesystem;
+
+TEST_CASE("ensure_private_dir creates tight directories and refuses loose ones", "[common]") {
+    test::TempDir dir;
+    REQUIRE(ensure_private_dir(dir / "a" / "b", 0700));
+    CHECK(test::mode_of(dir / "a" / "b") == 0700);
+    CHECK(ensure_private_dir(dir / "a" / "b", 0700));  // idempotent
+
+    fs::create_directory(dir / "loose");
+    fs::permissions(dir / "loose", fs::perms(0770));
+    auto loose = ensure_private_dir(dir / "loose", 0700);
+    REQUIRE_FALSE(loose);
+    CHECK(loose.error().code == Code::permission_denied);
+    CHECK(loose.error().message.find("0770") != std::string::npos);
+    CHECK(ensure_private_dir(dir / "loose", 0770));  // within what is allowed
+
+    test::write_file(dir / "file", "x");
+    CHECK(ensure_private_dir(dir / "file", 0700).error().code == Code::invalid_argument);
+}
+
+TEST_CASE("check_private_fd accepts 0600 files only", "[common]") {
+    test::TempDir dir;
+    for (unsigned mode : {0600u, 0400u, 0640u, 0604u, 0660u}) {
+        const auto path = dir / ("f" + std::to_string(mode));
+        test::write_file(path, "secret", mode);
+        UniqueFd fd(::open(path.c_str(), O_RDONLY));
+        REQUIRE(fd.valid());
+        INFO(mode);
+        CHECK(check_private_fd(fd.get(), path).ok() == ((mode & 077) == 0));
+    }
+    UniqueFd d(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY));
+    CHECK(check_private_fd(d.get(), dir.path()).error().code == Code::invalid_argument);
+}
