@@ -32,6 +32,9 @@ std::unique_ptr<Vault> open_bench_vault(const fs::path& dir, size_t max_batch) {
         throw std::runtime_error(s.error().message);
     }
     auto lock = StateLock::acquire(dir);
+    if (!lock) {
+        throw std::runtime_error(lock.error().message);
+    }
     MasterSecret key{MasterKind::key, SecureBuffer::random(32), "bench key", {}};
     VaultOptions options;
     options.dir = dir;

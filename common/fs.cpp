@@ -60,11 +60,16 @@ Status ensure_private_dir(const fs::path& dir, mode_t mode) {
                 fmt::format("cannot create {}: {}", dir.parent_path().string(), ec.message()));
         }
     }
-    // mkdir applies the umask; chmod afterwards so the mode is exactly what was asked.
-    if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
+    if (::mkdir(dir.c_str(), mode) != 0) {
+        if (errno == EEXIST) {
+            return ensure_private_dir(dir, mode);  // someone else made it: check theirs
+        }
         return errno_error(Code::io_error, fmt::format("cannot create {}", dir.string()), errno);
     }
-    if (::chmod(dir.c_str(), mode) != 0) {
+    // mkdir applied the umask; set the exact mode on the directory just made, through a
+    // descriptor that cannot have been swapped for a symlink.
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.valid() || ::fchmod(fd.get(), mode) != 0) {
         return errno_error(Code::io_error, fmt::format("cannot chmod {}", dir.string()), errno);
     }
     return {};

@@ -5,21 +5,18 @@
 
 namespace agentgw {
 
-namespace {
-
 const char* non_empty_env(const char* name) {
     const char* value = std::getenv(name);
     return value != nullptr && *value != '\0' ? value : nullptr;
 }
 
-}  // namespace
+std::filesystem::path first_directory(std::string_view list) {
+    return std::filesystem::path(list.substr(0, list.find(':')));
+}
 
 Result<std::filesystem::path> default_socket_path() {
     if (const char* runtime = non_empty_env("RUNTIME_DIRECTORY")) {
-        // systemd may list several directories separated by ':'; the first is ours.
-        std::string first(runtime);
-        first = first.substr(0, first.find(':'));
-        return std::filesystem::path(first) / "agentgw.sock";
+        return first_directory(runtime) / "agentgw.sock";
     }
     if (::geteuid() == 0) {
         return std::filesystem::path("/run/agentgw/agentgw.sock");

@@ -3,10 +3,17 @@
 #pragma once
 
 #include <filesystem>
+#include <string_view>
 
 #include "common/result.hpp"
 
 namespace agentgw {
+
+// The value of the environment variable `name`, or nullptr when it is unset or empty.
+const char* non_empty_env(const char* name);
+
+// The first entry of a directory list as systemd sets it ("/a:/b" -> "/a").
+std::filesystem::path first_directory(std::string_view list);
 
 // $RUNTIME_DIRECTORY/agentgw.sock, else /run/agentgw/agentgw.sock as root, else
 // $XDG_RUNTIME_DIR/agentgw/agentgw.sock. Fails when none of these can be determined.

@@ -36,11 +36,6 @@ constexpr EnvOption k_env_options[] = {
     {"--log-level", "AGENTGWD_LOG_LEVEL"},
 };
 
-const char* non_empty_env(const char* name) {
-    const char* value = std::getenv(name);
-    return value != nullptr && *value != '\0' ? value : nullptr;
-}
-
 }  // namespace
 
 DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
@@ -65,7 +60,7 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.add_option("--session-ttl", c.session_ttl_secs, "Session lifetime in seconds")
         ->check(CLI::Range(int64_t{60}, int64_t{7} * 24 * 3600))
         ->capture_default_str();
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
         ->capture_default_str();
 
@@ -137,11 +132,10 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     return out;
 }
 
-Status resolve_defaults(DaemonConfig& c) {
+Status resolve_state_dir(DaemonConfig& c) {
     if (c.state_dir.empty()) {
         if (const char* dir = non_empty_env("STATE_DIRECTORY")) {
-            std::string first(dir);
-            c.state_dir = first.substr(0, first.find(':'));
+            c.state_dir = first_directory(dir);
         } else if (::geteuid() == 0) {
             c.state_dir = "/var/lib/agentgw";
         } else if (const char* data = non_empty_env("XDG_DATA_HOME")) {
@@ -153,10 +147,14 @@ Status resolve_defaults(DaemonConfig& c) {
                               "no state directory: set --state-dir or STATE_DIRECTORY");
         }
     }
+    c.state_dir = fs::absolute(c.state_dir);
+    return {};
+}
+
+Status resolve_socket_path(DaemonConfig& c) {
     if (c.socket_path.empty()) {
         TRY_ASSIGN(c.socket_path, default_socket_path());
     }
-    c.state_dir = fs::absolute(c.state_dir);
     c.socket_path = fs::absolute(c.socket_path);
     return {};
 }

@@ -17,8 +17,8 @@
 namespace agentgw {
 
 struct DaemonConfig {
-    std::filesystem::path state_dir;    // resolved: never empty after resolve_defaults()
-    std::filesystem::path socket_path;  // resolved likewise
+    std::filesystem::path state_dir;    // never empty after resolve_state_dir()
+    std::filesystem::path socket_path;  // never empty after resolve_socket_path()
     std::string listen = "127.0.0.1:3000";
     std::filesystem::path services_file;
     std::filesystem::path key_file;         // empty: $CREDENTIALS_DIRECTORY or the state dir
@@ -41,7 +41,10 @@ struct DaemonInvocation {
 // errors itself; those come back as Action::exit with the code to exit with.
 DaemonInvocation parse_daemon_args(int argc, const char* const* argv);
 
-// Fills state_dir and socket_path from the environment when not given (SPEC §4, §6).
-Status resolve_defaults(DaemonConfig& config);
+// Fills state_dir from the environment when not given, and makes it absolute (SPEC §6).
+Status resolve_state_dir(DaemonConfig& config);
+
+// Likewise for socket_path (SPEC §4); only the running daemon needs one.
+Status resolve_socket_path(DaemonConfig& config);
 
 }  // namespace agentgw

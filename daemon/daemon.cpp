@@ -65,6 +65,10 @@ struct OpenedVault {
 
 // Opens the vault in the state dir; creates it (and perhaps a key) only when `create` is set.
 Result<OpenedVault> open_vault(const DaemonConfig& config, bool create) {
+    if (!create && !fs::is_directory(config.state_dir)) {
+        return make_error(Code::not_found,
+                          fmt::format("there is no vault in {}", config.state_dir.string()));
+    }
     TRY(ensure_private_dir(config.state_dir, 0700));
     TRY_ASSIGN(auto lock, StateLock::acquire(config.state_dir));
     TRY_ASSIGN(auto existing, Vault::probe(config.state_dir));
@@ -90,8 +94,12 @@ bool peer_allowed(const http::Peer& peer) {
 }  // namespace
 
 int run_daemon(DaemonConfig config) {
-    if (auto s = resolve_defaults(config); !s) {
-        spdlog::error("{}", s.error().message);
+    Status resolved = resolve_state_dir(config);
+    if (resolved) {
+        resolved = resolve_socket_path(config);
+    }
+    if (!resolved) {
+        spdlog::error("{}", resolved.error().message);
         return 1;
     }
     auto listen_at = parse_listen(config.listen);
@@ -111,15 +119,14 @@ int run_daemon(DaemonConfig config) {
     http::Server server(ioc);
     std::string agent_api;
 
-    http::Router agent_routes;
-    agent_routes.add(verb::get, "/healthz", [](const http::Request&, const http::Peer&) {
+    const auto healthz = [](const http::Request&, const http::Peer&) {
         return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
-    });
+    };
+    http::Router agent_routes;
+    agent_routes.add(verb::get, "/healthz", healthz);
 
     http::Router control_routes;
-    control_routes.add(verb::get, "/healthz", [](const http::Request&, const http::Peer&) {
-        return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
-    });
+    control_routes.add(verb::get, "/healthz", healthz);
     control_routes.add(verb::get, "/v1/status", [&](const http::Request&, const http::Peer&) {
         const auto stats = vault.stats();
         const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -180,7 +187,7 @@ int run_daemon(DaemonConfig config) {
 
 int rekey_vault(const DaemonInvocation& inv) {
     DaemonConfig config = inv.config;
-    if (auto s = resolve_defaults(config); !s) {
+    if (auto s = resolve_state_dir(config); !s) {
         spdlog::error("{}", s.error().message);
         return 1;
     }

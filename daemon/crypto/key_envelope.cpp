@@ -1,5 +1,9 @@
 #include "daemon/crypto/key_envelope.hpp"
 
+#include <cstdint>
+#include <optional>
+
+#include <climits>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -38,8 +42,8 @@ Result<SecureBuffer> derive_kek(const KeyEnvelope& e, const MasterSecret& master
         return kek;
     }
     if (e.salt.size() != crypto_pwhash_SALTBYTES || e.opslimit < crypto_pwhash_OPSLIMIT_MIN ||
-        e.opslimit > crypto_pwhash_OPSLIMIT_MAX || e.memlimit < crypto_pwhash_MEMLIMIT_MIN ||
-        e.memlimit > crypto_pwhash_MEMLIMIT_MAX) {
+        e.opslimit > crypto_pwhash_OPSLIMIT_SENSITIVE || e.memlimit < crypto_pwhash_MEMLIMIT_MIN ||
+        e.memlimit > crypto_pwhash_MEMLIMIT_SENSITIVE) {
         return make_error(Code::corrupt, "vault key envelope has invalid Argon2id parameters");
     }
     if (crypto_pwhash(kek.data(), kek.size(), reinterpret_cast<const char*>(master.secret.data()),
@@ -79,43 +83,67 @@ std::string KeyEnvelope::to_json() const {
 }
 
 Result<KeyEnvelope> KeyEnvelope::from_json(std::string_view text) {
-    const auto j = nlohmann::json::parse(text, nullptr, false);
+    using nlohmann::json;
     auto bad = [](std::string_view why) {
         return make_error(Code::corrupt, fmt::format("vault key envelope is invalid: {}", why));
     };
-    if (!j.is_object() || j.value("format", 0) != k_format) {
+    const json j = json::parse(text, nullptr, false);
+    // Every field is checked for its exact type before it is read, so a damaged envelope is
+    // reported as corrupt instead of throwing.
+    auto string_at = [](const json& obj, const char* key) -> const std::string* {
+        const auto it = obj.find(key);
+        return it != obj.end() && it->is_string() ? it->get_ptr<const std::string*>() : nullptr;
+    };
+    auto unsigned_at = [](const json& obj, const char* key) -> std::optional<uint64_t> {
+        const auto it = obj.find(key);
+        return it != obj.end() && it->is_number_unsigned() ? std::optional(it->get<uint64_t>())
+                                                           : std::nullopt;
+    };
+    if (!j.is_object() || unsigned_at(j, "format") != uint64_t{k_format}) {
         return bad("unknown format");
     }
     KeyEnvelope e;
-    const std::string kind = j.value("kind", "");
-    if (kind == "key") {
+    const std::string* kind = string_at(j, "kind");
+    if (kind != nullptr && *kind == "key") {
         e.kind = MasterKind::key;
-    } else if (kind == "passphrase") {
+    } else if (kind != nullptr && *kind == "passphrase") {
         e.kind = MasterKind::passphrase;
     } else {
         return bad("unknown kind");
     }
-    if (!j.contains("key_id") || !j["key_id"].is_number_unsigned()) {
+    const auto key_id = unsigned_at(j, "key_id");
+    if (!key_id || *key_id > UINT32_MAX) {
         return bad("key_id");
     }
-    e.key_id = j["key_id"].get<uint32_t>();
-    auto wrapped = base64url_decode(j.value("wrapped_data_key", ""));
+    e.key_id = static_cast<uint32_t>(*key_id);
+    const std::string* wrapped_text = string_at(j, "wrapped_data_key");
+    auto wrapped = wrapped_text != nullptr ? base64url_decode(*wrapped_text) : std::nullopt;
     if (!wrapped ||
         wrapped->size() != k_nonce + k_dek_size + crypto_aead_xchacha20poly1305_ietf_ABYTES) {
         return bad("wrapped_data_key");
     }
     e.wrapped = std::move(*wrapped);
     if (e.kind == MasterKind::passphrase) {
-        const auto kdf = j.value("kdf", nlohmann::json::object());
-        auto salt = base64url_decode(kdf.value("salt", ""));
-        if (kdf.value("alg", "") != "argon2id13" || !salt || !kdf.contains("opslimit") ||
-            !kdf["opslimit"].is_number_unsigned() || !kdf.contains("memlimit") ||
-            !kdf["memlimit"].is_number_unsigned()) {
+        const auto kdf = j.find("kdf");
+        if (kdf == j.end() || !kdf->is_object()) {
+            return bad("kdf");
+        }
+        const std::string* alg = string_at(*kdf, "alg");
+        const std::string* salt_text = string_at(*kdf, "salt");
+        auto salt = salt_text != nullptr ? base64url_decode(*salt_text) : std::nullopt;
+        const auto ops = unsigned_at(*kdf, "opslimit");
+        const auto mem = unsigned_at(*kdf, "memlimit");
+        // Capped at libsodium's SENSITIVE limits: an edited envelope must not make start-up
+        // run Argon2id for hours or ask for terabytes.
+        if (alg == nullptr || *alg != "argon2id13" || !salt ||
+            salt->size() != crypto_pwhash_SALTBYTES || !ops || *ops < crypto_pwhash_OPSLIMIT_MIN ||
+            *ops > crypto_pwhash_OPSLIMIT_SENSITIVE || !mem || *mem < crypto_pwhash_MEMLIMIT_MIN ||
+            *mem > crypto_pwhash_MEMLIMIT_SENSITIVE) {
             return bad("kdf");
         }
         e.salt = std::move(*salt);
-        e.opslimit = kdf["opslimit"].get<uint64_t>();
-        e.memlimit = kdf["memlimit"].get<size_t>();
+        e.opslimit = *ops;
+        e.memlimit = static_cast<size_t>(*mem);
     }
     return e;
 }

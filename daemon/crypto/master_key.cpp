@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
+#include <optional>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -85,11 +87,12 @@ Result<MasterSecret> generate_key_file(const fs::path& path) {
         return errno_error(Code::io_error, fmt::format("cannot create key file {}", path.string()),
                            errno);
     }
+    errno = 0;
     if (::fchmod(fd.get(), 0600) != 0 ||
         ::write(fd.get(), out.secret.data(), out.secret.size()) !=
             static_cast<ssize_t>(out.secret.size()) ||
         ::fsync(fd.get()) != 0) {
-        const int saved = errno;
+        const int saved = errno != 0 ? errno : EIO;  // a short write sets no errno
         ::unlink(path.c_str());
         return errno_error(Code::io_error, fmt::format("cannot write key file {}", path.string()),
                            saved);
@@ -116,8 +119,24 @@ Result<MasterSecret> load_passphrase_file(const fs::path& path) {
         fd = owned.get();
     }
     const std::string what = from_stdin ? "standard input" : "passphrase file " + path.string();
+    // On a terminal, prompt and keep the passphrase off the screen.
+    std::optional<termios> saved_tty;
+    if (from_stdin && ::isatty(fd) == 1) {
+        termios tty{};
+        if (::tcgetattr(fd, &tty) == 0) {
+            saved_tty = tty;
+            tty.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+            ::tcsetattr(fd, TCSAFLUSH, &tty);
+        }
+        (void)!::write(STDERR_FILENO, "Passphrase: ", 12);
+    }
     SecureBuffer raw(k_max_passphrase + 1);
-    TRY_ASSIGN(size_t n, read_into(fd, raw, what, true));
+    auto read = read_into(fd, raw, what, true);
+    if (saved_tty) {
+        ::tcsetattr(fd, TCSAFLUSH, &*saved_tty);
+        (void)!::write(STDERR_FILENO, "\n", 1);
+    }
+    TRY_ASSIGN(size_t n, std::move(read));
     if (n > k_max_passphrase) {
         return make_error(
             Code::invalid_argument,

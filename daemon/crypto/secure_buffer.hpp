@@ -68,8 +68,4 @@ inline std::string_view as_view(const SecretBytes& bytes) noexcept {
     return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
-inline SecretBytes to_secret(std::string_view text) {
-    return SecretBytes(text.begin(), text.end());
-}
-
 }  // namespace agentgw

@@ -1,5 +1,6 @@
 #include "daemon/http/message.hpp"
 
+#include <iterator>
 #include <utility>
 
 namespace agentgw::http {
@@ -32,6 +33,8 @@ Response error_response(const Error& error) {
         /* corrupt           */ {HttpStatus::internal_server_error, "internal_error"},
         /* internal          */ {HttpStatus::internal_server_error, "internal_error"},
     };
+    static_assert(std::size(k_map) == static_cast<size_t>(Code::internal) + 1,
+                  "one row per Code, in declaration order");
     const auto& [status, type] = k_map[static_cast<size_t>(error.code)];
     return error_response(status, type, error.message);
 }

@@ -223,12 +223,22 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
             return make_error(Code::conflict,
                               fmt::format("{} exists and is not a socket", path.string()));
         }
+        // Only a refused connection proves nobody listens; a full backlog (EAGAIN on this
+        // non-blocking connect) or any other error leaves the socket alone.
         local::socket probe(ioc_);
         beast::error_code ec;
-        probe.connect(local::endpoint(path.string()), ec);
+        probe.open(local(), ec);
         if (!ec) {
+            probe.non_blocking(true, ec);
+        }
+        if (!ec) {
+            probe.connect(local::endpoint(path.string()), ec);
+        }
+        if (ec != asio::error::connection_refused) {
             return make_error(Code::unavailable,
-                              fmt::format("another daemon is listening on {}", path.string()));
+                              ec ? fmt::format("cannot tell whether {} is in use: {}",
+                                               path.string(), ec.message())
+                                 : fmt::format("another daemon is listening on {}", path.string()));
         }
         spdlog::info("replacing stale control socket {}", path.string());
         ::unlink(path.c_str());

@@ -54,7 +54,6 @@ class Server {
     // Stops accepting, closes idle connections, lets busy ones finish their current response
     // and closes whatever is left after `drain`. The io_context then runs out of work.
     void stop(std::chrono::milliseconds drain);
-    bool stopping() const noexcept { return stopping_; }
 
   private:
     struct Connection {

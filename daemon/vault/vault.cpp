@@ -1,5 +1,6 @@
 #include "daemon/vault/vault.hpp"
 
+#include <fcntl.h>
 #include <future>
 #include <sys/stat.h>
 
@@ -7,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/fs.hpp"
+#include "common/unique_fd.hpp"
 
 namespace agentgw {
 
@@ -27,16 +29,28 @@ constexpr int k_max_growths_per_batch = 16;
 
 // The envelope as stored, from an open transaction; nullopt when the vault is uninitialised.
 Result<std::optional<KeyEnvelope>> read_envelope(MDB_txn* txn) {
+    // A vault is created in one transaction (tables and envelope together), so a data file
+    // without an envelope is new only if it holds no tables at all. Otherwise re-creating it
+    // would put a fresh data key over records sealed under the old one.
+    auto missing = [txn]() -> Result<std::optional<KeyEnvelope>> {
+        MDB_dbi main = 0;
+        MDB_stat st{};
+        if (mdb_dbi_open(txn, nullptr, 0, &main) == 0 && mdb_stat(txn, main, &st) == 0 &&
+            st.ms_entries == 0) {
+            return std::optional<KeyEnvelope>{};
+        }
+        return make_error(Code::corrupt, "the vault has tables but no key envelope");
+    };
     MDB_dbi meta = 0;
     if (int rc = mdb_dbi_open(txn, k_meta_table, 0, &meta); rc == MDB_NOTFOUND) {
-        return std::optional<KeyEnvelope>{};
+        return missing();
     } else if (rc != 0) {
         return lmdb::error(rc, "cannot open the vault's meta table");
     }
     MDB_val key = lmdb::to_val(k_envelope_key);
     MDB_val value{};
     if (int rc = mdb_get(txn, meta, &key, &value); rc == MDB_NOTFOUND) {
-        return std::optional<KeyEnvelope>{};
+        return missing();
     } else if (rc != 0) {
         return lmdb::error(rc, "cannot read the vault's key envelope");
     }
@@ -159,6 +173,16 @@ Result<std::optional<KeyEnvelope>> Vault::probe(const fs::path& dir) {
 Result<std::unique_ptr<Vault>> Vault::open(const VaultOptions& options, StateLock lock,
                                            const MasterSecret& master) {
     const fs::path& dir = options.dir;
+    // LMDB would open files of any mode; existing ones must be as private as new ones (0600).
+    for (const char* name : {"data.mdb", "lock.mdb"}) {
+        UniqueFd fd(::open((dir / name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (fd.valid()) {
+            TRY(check_private_fd(fd.get(), dir / name));
+        } else if (errno != ENOENT) {
+            return errno_error(Code::io_error, fmt::format("cannot open {}", (dir / name).string()),
+                               errno);
+        }
+    }
     TRY_ASSIGN(auto existing, probe(dir));
     SecureBuffer data_key;
     uint32_t key_id = k_first_key_id;
@@ -214,10 +238,6 @@ Result<std::unique_ptr<Vault>> Vault::open(const VaultOptions& options, StateLoc
     if (int rc = txn.commit(); rc != 0) {
         return lmdb::error(rc, "cannot initialise the vault");
     }
-    // LMDB creates its files with the mode given above; make sure umask did not loosen them.
-    for (const char* file : {"data.mdb", "lock.mdb"}) {
-        ::chmod((dir / file).c_str(), 0600);
-    }
     vault->writer_ = std::thread([v = vault.get()] { v->writer_loop(); });
     return vault;
 }
@@ -245,8 +265,18 @@ Vault::~Vault() {
     }
 }
 
+namespace {
+// How many Vault::read calls are active on this thread: a write from inside one would wait for
+// a commit that may first need the read to end (to grow the map).
+thread_local int t_reads_active = 0;
+}  // namespace
+
 Status Vault::read(const std::function<Status(const ReadTxn&)>& fn) const {
     std::shared_lock lk(resize_mutex_);
+    ++t_reads_active;
+    struct Leave {
+        ~Leave() { --t_reads_active; }
+    } leave;
     TRY_ASSIGN(auto txn, lmdb::Txn::begin(env_.get(), nullptr, MDB_RDONLY));
     const ReadTxn view(txn.get(), *this);
     return fn(view);
@@ -274,6 +304,9 @@ void Vault::submit(WriteFn fn, DoneFn done) {
 }
 
 Status Vault::write(WriteFn fn) {
+    if (t_reads_active > 0) {
+        return make_error(Code::internal, "Vault::write called inside Vault::read");
+    }
     auto promise = std::make_shared<std::promise<Status>>();
     auto future = promise->get_future();
     submit(std::move(fn), [promise](Status s) { promise->set_value(std::move(s)); });
@@ -290,7 +323,10 @@ Status Vault::change_master_key(const MasterSecret& next, PwhashParams params) {
 VaultStats Vault::stats() const {
     MDB_envinfo info{};
     mdb_env_info(env_.get(), &info);
-    return {commits_.load(), writes_.load(), map_growths_.load(), info.me_mapsize};
+    unsigned flags = 0;
+    mdb_env_get_flags(env_.get(), &flags);
+    const bool full_sync = (flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_WRITEMAP)) == 0;
+    return {commits_.load(), writes_.load(), map_growths_.load(), info.me_mapsize, full_sync};
 }
 
 void Vault::writer_loop() {

@@ -49,9 +49,10 @@ inline constexpr size_t k_table_count = 10;
 std::string_view table_name(Table table) noexcept;
 
 struct VaultOptions {
-    std::filesystem::path dir;            // the state directory (must exist, 0700)
-    size_t initial_map_size = 64u << 20;  // the map doubles whenever it fills
-    size_t max_batch = 1024;              // most write requests per commit (1 = no grouping)
+    std::filesystem::path dir;  // the state directory (must exist, 0700)
+    // Address space reserved up front (the file grows only as used); doubles when it fills.
+    size_t initial_map_size = size_t{1} << 30;
+    size_t max_batch = 1024;  // most write requests per commit (1 = no grouping)
     PwhashParams pwhash = PwhashParams::moderate();  // for new passphrase-protected vaults
 };
 
@@ -98,6 +99,7 @@ struct VaultStats {
     uint64_t writes = 0;   // write requests that succeeded
     uint64_t map_growths = 0;
     size_t map_size = 0;
+    bool full_sync = false;  // LMDB flushes every commit (no NOSYNC, NOMETASYNC, WRITEMAP)
 };
 
 class Vault {
@@ -107,7 +109,8 @@ class Vault {
     // it must have no effect outside `txn` other than recording its result.
     using WriteFn = std::function<Status(WriteTxn& txn)>;
     // Told the outcome once the batch holding the request is durable (or failed). Runs on the
-    // writer thread: it must be quick and must not call Vault::write.
+    // writer thread (or on the caller's, when the vault is already closing): it must be quick
+    // and must not call Vault::write.
     using DoneFn = std::function<void(Status)>;
 
     // The key envelope of the vault in `dir`, or std::nullopt when there is no initialised
@@ -128,7 +131,8 @@ class Vault {
     Result<std::optional<SecretBytes>> get(Table table, std::string_view key) const;
 
     void submit(WriteFn fn, DoneFn done);
-    // submit() and wait until durable. Must not be called from the writer thread.
+    // submit() and wait until durable. Must not be called from the writer thread, nor inside
+    // read() (that fails with Code::internal rather than risk a deadlock).
     Status write(WriteFn fn);
 
     // Rewraps the data key under `next` (and, for a passphrase, fresh Argon2id salt and

@@ -417,3 +417,51 @@ TEST_CASE("a control-socket peer of another uid is answered 403", "[daemon][cli]
     CHECK(r.err.find("may not use this socket") != std::string::npos);
     CHECK(d.child->wait_for_stderr("refusing control connection from uid 65534").has_value());
 }
+
+TEST_CASE("the master key comes from $CREDENTIALS_DIRECTORY when present", "[daemon]") {
+    TempDir dir;
+    fs::create_directory(dir / "creds");
+    write_file(dir / "creds" / "master.key", std::string(64, 'c'));
+    const std::map<std::string, std::optional<std::string>> env = {
+        {"CREDENTIALS_DIRECTORY", (dir / "creds").string()}};
+    {
+        auto d = start_daemon(daemon_args(dir), env);
+        CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+        d.child->signal(SIGTERM);
+        REQUIRE(d.child->wait(15s) == 0);
+    }
+    // The vault is bound to that key: without it the daemon refuses and generates nothing.
+    std::vector<std::string> argv = {AGENTGWD_PATH};
+    for (const auto& a : daemon_args(dir)) {
+        argv.push_back(a);
+    }
+    const auto r = run(argv);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("needs its master key") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+    auto d = start_daemon(daemon_args(dir), env);
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+}
+
+TEST_CASE("rekey from one passphrase to another reads current, then new", "[daemon]") {
+    TempDir dir;
+    {
+        auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
+                              std::string("old passphrase\n"));
+        d.child->signal(SIGTERM);
+        REQUIRE(d.child->wait(15s) == 0);
+    }
+    const auto r = run({AGENTGWD_PATH, "--state-dir", (dir / "state").string(), "--passphrase-file",
+                        "-", "rekey", "--new-passphrase-file", "-"},
+                       {}, std::string("old passphrase\nnew passphrase\n"));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    std::vector<std::string> argv = {AGENTGWD_PATH};
+    for (const auto& a : daemon_args(dir, {"--passphrase-file", "-"})) {
+        argv.push_back(a);
+    }
+    CHECK(run(argv, {}, std::string("old passphrase\n")).code == 1);
+    auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
+                          std::string("new passphrase\n"));
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+}

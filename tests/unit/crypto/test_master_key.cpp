@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "daemon/crypto/encoding.hpp"
 #include "daemon/crypto/key_envelope.hpp"
 #include "daemon/crypto/master_key.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -111,8 +112,27 @@ TEST_CASE("passphrase envelopes round-trip through Argon2id", "[crypto]") {
 }
 
 TEST_CASE("malformed envelopes are reported as corrupt", "[crypto]") {
-    for (const char* text : {"", "{}", "[1]", R"({"format":1,"kind":"key"})",
-                             R"({"format":2,"kind":"key","key_id":1,"wrapped_data_key":"AA"})"}) {
+    const std::string wrapped(base64url_encode(std::string(72, 'w')));
+    const std::string good_key =
+        R"({"format":1,"kind":"key","key_id":1,"wrapped_data_key":")" + wrapped + R"("})";
+    REQUIRE(KeyEnvelope::from_json(good_key));
+    const std::string kdf_prefix =
+        R"({"format":1,"kind":"passphrase","key_id":1,"wrapped_data_key":")" + wrapped +
+        R"(","kdf":{"alg":"argon2id13","salt":"AAAAAAAAAAAAAAAAAAAAAA",)";
+    REQUIRE(KeyEnvelope::from_json(kdf_prefix + R"("opslimit":2,"memlimit":67108864}})"));
+    for (const std::string& text : std::vector<std::string>{
+             "", "{}", "[1]", R"({"format":1,"kind":"key"})",
+             R"({"format":2,"kind":"key","key_id":1,"wrapped_data_key":"AA"})",
+             R"({"format":"1","kind":"key","key_id":1})", R"({"format":1,"kind":1})",
+             R"({"format":1,"kind":"key","key_id":4294967296,"wrapped_data_key":")" + wrapped +
+                 R"("})",
+             R"({"format":1,"kind":"key","key_id":1,"wrapped_data_key":7})",
+             R"({"format":1,"kind":"passphrase","key_id":1,"wrapped_data_key":")" + wrapped +
+                 R"(","kdf":5})",
+             kdf_prefix + R"("opslimit":"2","memlimit":67108864}})",
+             kdf_prefix + R"("opslimit":4294967295,"memlimit":67108864}})",
+             kdf_prefix + R"("opslimit":2,"memlimit":4398046511104}})"}) {
+        INFO(text);
         auto r = KeyEnvelope::from_json(text);
         REQUIRE_FALSE(r);
         CHECK(r.error().code == Code::corrupt);

@@ -367,3 +367,55 @@ TEST_CASE("changing the master key rewraps the data key only", "[vault]") {
     REQUIRE(vault);
     CHECK(text(get(**vault, Table::users, "alice")) == "record");
 }
+
+TEST_CASE("a data file with tables but no key envelope is refused, not re-created", "[vault]") {
+    TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    {
+        auto vault = test::open_vault(dir / "state", key);
+        REQUIRE(vault);
+        REQUIRE(test::put(**vault, Table::users, "alice", "record"));
+    }
+    {
+        auto env = lmdb::Env::open((dir / "state").string(), {.max_dbs = 32});
+        REQUIRE(env);
+        auto txn = lmdb::Txn::begin(env->get(), nullptr, 0);
+        REQUIRE(txn);
+        MDB_dbi meta = 0;
+        REQUIRE(mdb_dbi_open(txn->get(), "meta", 0, &meta) == 0);
+        MDB_val k = lmdb::to_val("key_envelope");
+        REQUIRE(mdb_del(txn->get(), meta, &k, nullptr) == 0);
+        REQUIRE(txn->commit() == 0);
+    }
+    const auto before = test::hash_tree(dir / "state");
+    auto vault = test::open_vault(dir / "state", key);
+    REQUIRE_FALSE(vault);
+    CHECK(vault.error().code == Code::corrupt);
+    CHECK(test::hash_tree(dir / "state") == before);
+}
+
+TEST_CASE("loose LMDB files are refused, not silently fixed", "[vault]") {
+    TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    REQUIRE(test::open_vault(dir / "state", key));
+    std::filesystem::permissions(dir / "state" / "data.mdb", std::filesystem::perms(0644));
+    auto vault = test::open_vault(dir / "state", key);
+    REQUIRE_FALSE(vault);
+    CHECK(vault.error().code == Code::permission_denied);
+    CHECK(test::mode_of(dir / "state" / "data.mdb") == 0644);
+}
+
+TEST_CASE("a write from inside a read fails instead of deadlocking", "[vault]") {
+    TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    auto vault = test::open_vault(dir / "state", key);
+    REQUIRE(vault);
+    Status inner;
+    REQUIRE((*vault)->read([&](const ReadTxn&) {
+        inner = test::put(**vault, Table::users, "u", "v");
+        return Status{};
+    }));
+    REQUIRE_FALSE(inner);
+    CHECK(inner.error().code == Code::internal);
+    CHECK(test::put(**vault, Table::users, "u", "v"));
+}
