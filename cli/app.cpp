@@ -21,6 +21,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
         ->envname("AGENTGW_SOCKET");
     app.add_flag("--json", ctx.json, "Print exactly one JSON document");
     app.require_subcommand(1);
+    // SPEC §5: every error is one line on stderr, usage errors included.
+    app.failure_message([](const CLI::App*, const CLI::Error& e) {
+        return std::string("agentgw: ") + e.what() + " (see --help)\n";
+    });
     for (const auto& command : k_commands) {
         command.registrar(app, ctx, chosen);
     }

@@ -1,6 +1,10 @@
 #include "cli/control_client.hpp"
 
+#include <new>
+
 #include <fmt/format.h>
+
+#include "cli/secret.hpp"
 
 namespace agentgw::cli {
 
@@ -10,6 +14,12 @@ size_t collect(char* data, size_t size, size_t count, void* user) {
     static_cast<std::string*>(user)->append(data, size * count);
     return size * count;
 }
+
+// Request bodies may carry a secret (credential set): overwrite them once they are sent.
+struct WipeOnExit {
+    std::string& text;
+    ~WipeOnExit() { wipe(text); }
+};
 
 struct HeaderList {
     curl_slist* list = nullptr;
@@ -30,7 +40,8 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
     CURL* c = curl_.get();
     const std::string url = fmt::format("http://localhost{}", path);
     const std::string method_str(method);
-    const std::string payload = body ? body->dump() : std::string();
+    std::string payload = body ? body->dump() : std::string();
+    const WipeOnExit wipe_payload{payload};
     std::string response;
     HeaderList headers;
     headers.add("Accept: application/json");
@@ -110,6 +121,29 @@ Error ControlClient::error_of(const Reply& reply) {
         message = reply.body["message"].get<std::string>();
     }
     return make_error(code, std::move(message));
+}
+
+std::string ControlClient::path_segment(std::string_view text) {
+    if (text.empty()) {
+        return {};  // curl_easy_escape would take a length of 0 as "use strlen"
+    }
+    // libcurl accepts a null handle here since 7.82.
+    std::unique_ptr<char, decltype(&curl_free)> escaped(
+        curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size())), &curl_free);
+    if (!escaped) {
+        throw std::bad_alloc();
+    }
+    return std::string(escaped.get());
+}
+
+std::string ControlClient::query(std::initializer_list<QueryParam> params) {
+    std::string out;
+    for (const auto& [key, value] : params) {
+        if (!value.empty()) {
+            out += fmt::format("{}{}={}", out.empty() ? '?' : '&', key, path_segment(value));
+        }
+    }
+    return out;
 }
 
 }  // namespace agentgw::cli

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <curl/curl.h>
 #include <nlohmann/json.hpp>
@@ -31,6 +33,15 @@ class ControlClient {
 
     // The Error a non-2xx Reply stands for, with the daemon's message.
     static Error error_of(const Reply& reply);
+
+    // `text` percent-encoded (by libcurl) for use as one path segment or one query value: every
+    // byte but the RFC 3986 unreserved characters becomes %XX, so '/', '?' and '%' are safe.
+    static std::string path_segment(std::string_view text);
+
+    // "?k=v&k=v" from the pairs whose value is not empty, values encoded as by path_segment;
+    // "" when every value is empty. Keys are used as they are.
+    using QueryParam = std::pair<std::string_view, std::string_view>;
+    static std::string query(std::initializer_list<QueryParam> params);
 
   private:
     struct CurlCleanup {

@@ -8,8 +8,9 @@
 namespace agentgw::cli {
 
 void print_table(std::ostream& out, const std::vector<std::string>& header,
-                 const std::vector<std::vector<std::string>>& rows) {
-    std::vector<size_t> widths;
+                 const std::vector<std::vector<std::string>>& rows,
+                 const std::vector<size_t>& min_widths) {
+    std::vector<size_t> widths = min_widths;
     auto measure = [&](const std::vector<std::string>& row) {
         widths.resize(std::max(widths.size(), row.size()), 0);
         for (size_t i = 0; i < row.size(); ++i) {

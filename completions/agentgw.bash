@@ -1,48 +1,100 @@
 # bash completion for agentgw(1)
 # Global options go before the command; every command takes -h/--help.
+# Names of users, agents and services are not completed (that would need the daemon).
 
 _agentgw() {
-    local cur prev command i
+    local cur prev command sub words opts subs i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
+    # Options that take a value in the next word.
+    local valued=' --socket --email --user --name --description --service --lifespan-days '
+    valued+='--grace --requests --window --method --path --type --agent --since --action --limit '
 
-    # "--socket PATH", and "--socket=PATH", which bash splits into "--socket" "=" "PATH".
-    if [[ $prev == --socket ]] ||
-        [[ $prev == = && $COMP_CWORD -ge 2 && ${COMP_WORDS[COMP_CWORD - 2]} == --socket ]]; then
+    # "--opt VALUE", and "--opt=VALUE", which bash splits into "--opt" "=" "VALUE".
+    if [[ $prev == = && $COMP_CWORD -ge 2 ]]; then
+        prev=${COMP_WORDS[COMP_CWORD - 2]}
         [[ $cur == = ]] && cur=
-        compopt -o filenames 2>/dev/null
-        COMPREPLY=($(compgen -f -- "$cur"))
-        return
     fi
+    case $prev in
+        --socket)
+            compopt -o filenames 2>/dev/null
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return
+            ;;
+        --type)
+            COMPREPLY=($(compgen -W 'api_key basic oauth2 client_secret' -- "$cur"))
+            return
+            ;;
+        --method)
+            COMPREPLY=($(compgen -W 'GET HEAD POST PUT PATCH DELETE OPTIONS' -- "$cur"))
+            return
+            ;;
+    esac
+    [[ $valued == *" $prev "* ]] && return
 
-    # The first word that is neither an option nor the argument of --socket is the command.
-    command=
+    # The words that are neither options nor their values: the command, then its subcommand.
+    words=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-            --socket)
-                ((i++))
-                [[ ${COMP_WORDS[i]} == = ]] && ((i++))
+            -*=* | =) ;;
+            -*)
+                if [[ $valued == *" ${COMP_WORDS[i]} "* ]]; then
+                    ((i++))
+                    [[ ${COMP_WORDS[i]} == = ]] && ((i++))
+                fi
                 ;;
-            -*) ;;
-            *)
-                command=${COMP_WORDS[i]}
-                break
-                ;;
+            *) words+=("${COMP_WORDS[i]}") ;;
         esac
     done
+    command=${words[0]}
+    sub=${words[1]}
 
+    opts=
+    subs=
     case $command in
         '')
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W '--socket --json --version --help -h' -- "$cur"))
             else
-                COMPREPLY=($(compgen -W 'status' -- "$cur"))
+                COMPREPLY=($(compgen -W 'status user agent service credential audit' -- "$cur"))
             fi
+            return
             ;;
-        status)
-            COMPREPLY=($(compgen -W '--help -h' -- "$cur"))
+        user)
+            subs='add list show rm'
+            [[ $sub == add ]] && opts='--email'
+            ;;
+        agent)
+            subs='create list show rotate enable disable rm limit grant revoke'
+            case $sub in
+                create) opts='--user --name --description --service --lifespan-days' ;;
+                list) opts='--user' ;;
+                rotate) opts='--grace' ;;
+                limit) opts='--requests --window' ;;
+                grant) opts='--method --path' ;;
+            esac
+            ;;
+        service)
+            subs='list show reload'
+            ;;
+        credential)
+            subs='set list rm'
+            case $sub in
+                set) opts='--user --agent --type' ;;
+                rm) opts='--user --agent' ;;
+            esac
+            ;;
+        audit)
+            subs='verify'
+            [[ -z $sub ]] && opts='--follow --since --agent --service --action --limit'
             ;;
     esac
+
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts --help -h" -- "$cur"))
+    elif [[ -n $subs && -z $sub ]]; then
+        COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+    fi
 }
 
 complete -F _agentgw agentgw

@@ -34,6 +34,7 @@ constexpr EnvOption k_env_options[] = {
     {"--passphrase-file", "AGENTGWD_PASSPHRASE_FILE"},
     {"--session-ttl", "AGENTGWD_SESSION_TTL"},
     {"--log-level", "AGENTGWD_LOG_LEVEL"},
+    {"--audit-retention-days", "AGENTGWD_AUDIT_RETENTION_DAYS"},
 };
 
 }  // namespace
@@ -47,8 +48,9 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.set_version_flag("--version", k_version);
     // Later values win, so that the environment (placed before argv below) yields to flags.
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    app.set_config("--config", fs::exists(k_default_config) ? k_default_config : "",
-                   "Read settings from this file (keys are the long option names)");
+    auto* config_option =
+        app.set_config("--config", fs::exists(k_default_config) ? k_default_config : "",
+                       "Read settings from this file (keys are the long option names)");
     app.allow_config_extras(CLI::config_extras_mode::error);
     app.add_option("--state-dir", c.state_dir, "Directory holding the vault and master key");
     app.add_option("--socket", c.socket_path, "Control socket path");
@@ -59,6 +61,10 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
                    "Unlock with a passphrase read from this file ('-' for standard input)");
     app.add_option("--session-ttl", c.session_ttl_secs, "Session lifetime in seconds")
         ->check(CLI::Range(int64_t{60}, int64_t{7} * 24 * 3600))
+        ->capture_default_str();
+    app.add_option("--audit-retention-days", c.audit_retention_days,
+                   "Delete audit entries older than this many days (0 keeps them all)")
+        ->check(CLI::Range(int64_t{0}, int64_t{36500}))
         ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
@@ -98,6 +104,11 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
         return out;
     }
     c.log_level = *parse_log_level(log_level);
+    if (config_option->count() > 0) {
+        c.config_file = config_option->as<std::string>();
+    } else if (fs::exists(k_default_config)) {
+        c.config_file = k_default_config;
+    }
     if (!c.key_file.empty() && !c.passphrase_file.empty()) {
         // The two name one setting, the master secret: the one given last among flags and
         // environment wins, and the config file only fills in what neither gave.

@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
@@ -15,8 +16,13 @@
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/version.hpp"
+#include "daemon/audit/audit_log.hpp"
+#include "daemon/control/control_api.hpp"
+#include "daemon/credentials/credential_store.hpp"
 #include "daemon/http/router.hpp"
 #include "daemon/http/server.hpp"
+#include "daemon/identity/registry.hpp"
+#include "daemon/util/clock.hpp"
 #include "daemon/vault/key_source.hpp"
 #include "daemon/vault/vault.hpp"
 
@@ -86,6 +92,20 @@ Result<OpenedVault> open_vault(const DaemonConfig& config, bool create) {
     return OpenedVault{std::move(vault), master.file};
 }
 
+// --services, else services.json beside the config file when it exists, else none.
+fs::path services_file_for(const DaemonConfig& config) {
+    if (!config.services_file.empty()) {
+        return config.services_file;
+    }
+    if (!config.config_file.empty()) {
+        const fs::path beside = fs::path(config.config_file).parent_path() / "services.json";
+        if (fs::exists(beside)) {
+            return beside;
+        }
+    }
+    return {};
+}
+
 // A control-socket peer is allowed when it runs as the daemon's own uid or as root.
 bool peer_allowed(const http::Peer& peer) {
     return peer.uid == static_cast<long>(::geteuid()) || peer.uid == 0;
@@ -115,36 +135,89 @@ int run_daemon(DaemonConfig config) {
     Vault& vault = *opened->vault;
     const auto started = std::chrono::steady_clock::now();
 
+    const SystemClock clock;
+    auto keyring = Registry::load_keyring(vault);
+    if (!keyring) {
+        spdlog::error("{}", keyring.error().message);
+        return 1;
+    }
+    Registry registry(vault, clock, std::move(*keyring), config.session_ttl_secs);
+    CredentialStore credentials(vault, clock);
+    AuditLog audit(vault, clock);
+    ServiceDirectory services(services_file_for(config));
+    if (auto s = services.reload(); !s) {
+        spdlog::error("{}", s.error().message);
+        return 1;
+    }
+
     asio::io_context ioc{1};
     http::Server server(ioc);
     std::string agent_api;
 
-    const auto healthz = [](const http::Request&, const http::Peer&) {
-        return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
+    const auto healthz = [](http::RequestContext&) -> asio::awaitable<http::Response> {
+        co_return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
     };
     http::Router agent_routes;
     agent_routes.add(verb::get, "/healthz", healthz);
 
+    ControlContext control{
+        registry, credentials, audit, services, vault, [&] {
+            const auto stats = vault.stats();
+            const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+                std::chrono::steady_clock::now() - started);
+            nlohmann::json counts = {{"services", services.current()->services().size()}};
+            nlohmann::json audit_state = nullptr;
+            (void)vault.read([&](const ReadTxn& txn) -> Status {
+                for (auto [name, table] :
+                     {std::pair{"users", Table::users}, std::pair{"agents", Table::agents},
+                      std::pair{"credentials", Table::credentials}}) {
+                    TRY_ASSIGN(counts[name], txn.count(table));
+                }
+                return {};
+            });
+            if (auto head = audit.head()) {
+                audit_state = {{"last_seq", head->first}, {"entries", head->second}};
+            }
+            return nlohmann::json{
+                {"version", k_version},
+                {"pid", ::getpid()},
+                {"uptime_secs", uptime.count()},
+                {"listeners",
+                 {{"agent_api", agent_api}, {"control_socket", config.socket_path.string()}}},
+                {"counts", counts},
+                {"vault",
+                 {{"state", "open"},
+                  {"dir", vault.dir().string()},
+                  {"map_size_bytes", stats.map_size},
+                  {"commits", stats.commits},
+                  {"writes", stats.writes}}},
+                {"audit", audit_state}};
+        }};
     http::Router control_routes;
     control_routes.add(verb::get, "/healthz", healthz);
-    control_routes.add(verb::get, "/v1/status", [&](const http::Request&, const http::Peer&) {
-        const auto stats = vault.stats();
-        const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-            std::chrono::steady_clock::now() - started);
-        return http::json_response(
-            http::HttpStatus::ok,
-            {{"version", k_version},
-             {"pid", ::getpid()},
-             {"uptime_secs", uptime.count()},
-             {"listeners",
-              {{"agent_api", agent_api}, {"control_socket", config.socket_path.string()}}},
-             {"vault",
-              {{"state", "open"},
-               {"dir", vault.dir().string()},
-               {"map_size_bytes", stats.map_size},
-               {"commits", stats.commits},
-               {"writes", stats.writes}}}});
-    });
+    add_control_routes(control_routes, control);
+
+    // Retention: prune at start and then daily, keeping the chain verifiable from its new start.
+    asio::steady_timer retention_timer(ioc);
+    std::function<void()> prune_audit = [&] {
+        if (config.audit_retention_days <= 0) {
+            return;
+        }
+        const int64_t cutoff = clock.now_secs() - config.audit_retention_days * 86400;
+        if (auto removed = audit.prune(cutoff); !removed) {
+            spdlog::error("audit retention: {}", removed.error().message);
+        } else if (*removed > 0) {
+            spdlog::info("audit retention: removed {} entries older than {} days", *removed,
+                         config.audit_retention_days);
+        }
+        retention_timer.expires_after(std::chrono::hours(24));
+        retention_timer.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) {
+                prune_audit();
+            }
+        });
+    };
+    prune_audit();
 
     auto bound = server.listen_tcp(*listen_at, agent_routes, http::Limits{});
     if (!bound) {
@@ -166,14 +239,26 @@ int run_daemon(DaemonConfig config) {
                 return;
             }
             if (signo == SIGHUP) {
-                // SIGHUP means "reload"; until a services file is loaded there is nothing to
-                // reload, and the signal must not end the daemon.
-                spdlog::info("received SIGHUP: no services file is loaded, nothing to reload");
+                const Status reloaded = services.reload();
+                if (reloaded) {
+                    spdlog::info("received SIGHUP: loaded {} service(s) from {}",
+                                 services.current()->services().size(),
+                                 services.file().empty() ? std::string("(no services file)")
+                                                         : services.file().string());
+                } else {
+                    spdlog::error("received SIGHUP: {}; keeping the old services",
+                                  reloaded.error().message);
+                }
+                audit.record({"system", "services.reload", "services",
+                              reloaded ? "ok" : "bad_request",
+                              reloaded ? nlohmann::json::object()
+                                       : nlohmann::json{{"message", reloaded.error().message}}});
                 signals.async_wait(on_signal);
                 return;
             }
             spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
             signals.cancel();
+            retention_timer.cancel();
             server.stop(config.drain);
         };
     signals.async_wait(on_signal);

@@ -8,14 +8,26 @@
 namespace agentgw::cli {
 
 void register_status(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_user(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_agent(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_service(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_credential(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_audit(CLI::App& parent, Context& ctx, Runner& chosen);
 
 struct CommandEntry {
     std::string_view name;
     Registrar registrar;
 };
 
+// clang-format off
 inline constexpr CommandEntry k_commands[] = {
     {"status", &register_status},
+    {"user", &register_user},
+    {"agent", &register_agent},
+    {"service", &register_service},
+    {"credential", &register_credential},
+    {"audit", &register_audit},
 };
+// clang-format on
 
 }  // namespace agentgw::cli

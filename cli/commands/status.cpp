@@ -4,24 +4,16 @@
 #include <fmt/format.h>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/common.hpp"
 #include "cli/output.hpp"
 
 namespace agentgw::cli {
 
 namespace {
 
-Status run_status(Context& ctx) {
-    TRY_ASSIGN(Reply reply, ctx.daemon().request("GET", "/v1/status"));
-    if (reply.status != 200) {
-        return ControlClient::error_of(reply);
-    }
-    const auto& s = reply.body;
-    if (ctx.json) {
-        *ctx.out << s.dump() << '\n';
-        return {};
-    }
+void print_status(std::ostream& out, const nlohmann::json& s) {
     const auto& vault = s.at("vault");
-    print_table(*ctx.out, {},
+    print_table(out, {},
                 {{"version", s.at("version").get<std::string>()},
                  {"pid", std::to_string(s.at("pid").get<long>())},
                  {"uptime", format_duration(s.at("uptime_secs").get<int64_t>())},
@@ -29,14 +21,17 @@ Status run_status(Context& ctx) {
                  {"control socket", s.at("listeners").at("control_socket").get<std::string>()},
                  {"vault", fmt::format("{} ({})", vault.at("state").get<std::string>(),
                                        vault.at("dir").get<std::string>())}});
-    return {};
+}
+
+Status run_status(Context& ctx) {
+    return call_and_print(ctx, "GET", "/v1/status", std::nullopt, print_status);
 }
 
 }  // namespace
 
 void register_status(CLI::App& parent, Context&, Runner& chosen) {
-    auto* cmd = parent.add_subcommand("status", "Show the daemon's version, listeners and vault");
-    cmd->callback([&chosen] { chosen = run_status; });
+    add_leaf(parent, chosen, "status", "Show the daemon's version, listeners and vault",
+             run_status);
 }
 
 }  // namespace agentgw::cli

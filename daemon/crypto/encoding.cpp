@@ -16,6 +16,15 @@ std::string base64url_encode(std::span<const unsigned char> bytes) {
 }
 
 std::optional<std::string> base64url_decode(std::string_view text) {
+    // libsodium 1.0.18 decodes bytes >= 0x80 as if they were '_', so check the alphabet first:
+    // one value must have one spelling.
+    for (const char c : text) {
+        const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                        (c >= '0' && c <= '9') || c == '-' || c == '_';
+        if (!ok) {
+            return std::nullopt;
+        }
+    }
     std::string out(text.size() * 3 / 4 + 1, '\0');
     size_t len = 0;
     const char* end = nullptr;

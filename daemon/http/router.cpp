@@ -1,34 +1,126 @@
 #include "daemon/http/router.hpp"
 
+#include <set>
+
+#include <boost/url/parse.hpp>
 #include <fmt/format.h>
 
 namespace agentgw::http {
 
-void Router::add(beast_http::verb method, std::string path, Handler handler) {
-    routes_[std::move(path)][method] = std::move(handler);
+namespace {
+
+std::vector<std::string> split_pattern(std::string_view pattern) {
+    std::vector<std::string> out;
+    size_t start = 1;  // patterns begin with '/'
+    while (start <= pattern.size()) {
+        const size_t end = std::min(pattern.find('/', start), pattern.size());
+        out.emplace_back(pattern.substr(start, end - start));
+        start = end + 1;
+    }
+    return out;
 }
 
-Response Router::dispatch(const Request& req, const Peer& peer) const {
-    std::string_view target = req.target();
-    const std::string_view path = target.substr(0, target.find('?'));
-    const auto route = routes_.find(path);
-    if (route == routes_.end()) {
-        return error_response(HttpStatus::not_found, "not_found",
-                              fmt::format("no route for {}", path));
+bool is_capture(const std::string& segment) {
+    return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+}
+
+}  // namespace
+
+std::optional<std::string> RequestContext::query_value(const std::string& name) const {
+    const auto [first, last] = query.equal_range(name);
+    if (first == last) {
+        return std::nullopt;
     }
-    const auto handler = route->second.find(req.method());
-    if (handler == route->second.end()) {
+    return std::prev(last)->second;
+}
+
+void Router::add(beast_http::verb method, std::string pattern, Handler handler) {
+    auto segments = split_pattern(pattern);
+    for (auto& route : routes_) {
+        if (route.segments == segments) {
+            route.handlers[method] = std::move(handler);
+            return;
+        }
+    }
+    Route route{std::move(segments), {}};
+    route.handlers[method] = std::move(handler);
+    routes_.push_back(std::move(route));
+}
+
+boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer& peer) const {
+    const auto url = boost::urls::parse_origin_form(req.target());
+    if (!url) {
+        co_return error_response(HttpStatus::bad_request, "bad_request",
+                                 "request target is not a valid origin-form URL");
+    }
+    std::vector<std::string> segments;
+    for (const auto& segment : url->segments()) {
+        segments.push_back(segment);
+    }
+    if (segments.empty()) {
+        segments.emplace_back();  // "/" is one empty segment, as split_pattern("/") gives
+    }
+    // Every route whose pattern matches, literal segments beating captures, so that
+    // "/v1/services/reload" wins over "/v1/services/{service}".
+    struct Match {
+        const Route* route;
+        size_t captures;
+        std::map<std::string, std::string> params;
+    };
+    std::vector<Match> matches;
+    for (const auto& route : routes_) {
+        if (route.segments.size() != segments.size()) {
+            continue;
+        }
+        Match m{&route, 0, {}};
+        bool match = true;
+        for (size_t i = 0; i < segments.size() && match; ++i) {
+            if (is_capture(route.segments[i])) {
+                match = !segments[i].empty();
+                const auto& name = route.segments[i];
+                m.params[name.substr(1, name.size() - 2)] = segments[i];
+                ++m.captures;
+            } else {
+                match = route.segments[i] == segments[i];
+            }
+        }
+        if (match) {
+            matches.push_back(std::move(m));
+        }
+    }
+    std::stable_sort(matches.begin(), matches.end(),
+                     [](const Match& a, const Match& b) { return a.captures < b.captures; });
+    for (auto& m : matches) {
+        const auto handler = m.route->handlers.find(req.method());
+        if (handler == m.route->handlers.end()) {
+            continue;
+        }
+        RequestContext ctx{req, peer, std::move(m.params), {}};
+        for (const auto& p : url->params()) {
+            ctx.query.emplace(p.key, p.has_value ? p.value : std::string());
+        }
+        co_return co_await handler->second(ctx);
+    }
+    if (!matches.empty()) {
+        std::set<std::string> verbs;
+        for (const auto& m : matches) {
+            for (const auto& [verb, _] : m.route->handlers) {
+                verbs.insert(std::string(beast_http::to_string(verb)));
+            }
+        }
         std::string allow;
-        for (const auto& [verb, _] : route->second) {
-            allow += (allow.empty() ? "" : ", ") + std::string(beast_http::to_string(verb));
+        for (const auto& v : verbs) {
+            allow += (allow.empty() ? "" : ", ") + v;
         }
         Response res = error_response(
             HttpStatus::method_not_allowed, "method_not_allowed",
-            fmt::format("{} does not accept {}", path, std::string_view(req.method_string())));
+            fmt::format("{} does not accept {}", std::string_view(url->encoded_path()),
+                        std::string_view(req.method_string())));
         res.set(beast_http::field::allow, allow);
-        return res;
+        co_return res;
     }
-    return handler->second(req, peer);
+    co_return error_response(HttpStatus::not_found, "not_found",
+                             fmt::format("no route for {}", std::string_view(url->encoded_path())));
 }
 
 }  // namespace agentgw::http

@@ -1,12 +1,16 @@
-// Router: maps (method, path) to a handler. Unknown paths answer 404, a known path with
-// another method 405 with an Allow header. Build it at start-up, then only read it (reads
-// are thread-safe).
+// Router: maps (method, path pattern) to a coroutine handler. Patterns are literal segments
+// and `{name}` captures ("/v1/agents/{id}/rotate"). The target is parsed with Boost.URL, so
+// captures and query parameters arrive percent-decoded. Unknown paths answer 404, a known path
+// with another method 405 with an Allow header. Build it at start-up, then only read it.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <boost/asio/awaitable.hpp>
 
 #include "daemon/http/message.hpp"
 
@@ -21,16 +25,31 @@ struct Peer {
     bool authorized = true;  // false: each request is answered 403 and the connection closed
 };
 
-using Handler = std::function<Response(const Request&, const Peer&)>;
+// One request as a handler sees it.
+struct RequestContext {
+    const Request& req;
+    const Peer& peer;
+    std::map<std::string, std::string> params;  // from `{name}` segments
+    std::multimap<std::string, std::string> query;
+
+    const std::string& param(const std::string& name) const { return params.at(name); }
+    // The last value of query parameter `name`, if given.
+    std::optional<std::string> query_value(const std::string& name) const;
+};
+
+using Handler = std::function<boost::asio::awaitable<Response>(RequestContext&)>;
 
 class Router {
   public:
-    void add(beast_http::verb method, std::string path, Handler handler);
-    Response dispatch(const Request& req, const Peer& peer) const;
+    void add(beast_http::verb method, std::string pattern, Handler handler);
+    boost::asio::awaitable<Response> dispatch(const Request& req, const Peer& peer) const;
 
   private:
-    // path -> method -> handler
-    std::map<std::string, std::map<beast_http::verb, Handler>, std::less<>> routes_;
+    struct Route {
+        std::vector<std::string> segments;  // "{name}" marks a capture
+        std::map<beast_http::verb, Handler> handlers;
+    };
+    std::vector<Route> routes_;
 };
 
 }  // namespace agentgw::http

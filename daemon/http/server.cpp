@@ -6,7 +6,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -70,6 +69,19 @@ Response protocol_error(const beast::error_code& ec) {
     }
     return error_response(HttpStatus::bad_request, "bad_request",
                           fmt::format("malformed HTTP request: {}", ec.message()));
+}
+
+// Completion of a detached coroutine: an exception escaping a session is a bug, so it is
+// logged instead of vanishing (the connection is closed as the coroutine unwinds).
+void log_failure(const std::exception_ptr& e) {
+    if (!e) {
+        return;
+    }
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        spdlog::error("connection handler failed: {}", ex.what());
+    }
 }
 
 bool is_disconnect(const beast::error_code& ec) {
@@ -136,7 +148,13 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
             early = error_response(HttpStatus::forbidden, "forbidden",
                                    fmt::format("uid {} may not use this socket", peer.uid));
         }
-        Response res = early ? std::move(*early) : router.dispatch(parser.get(), peer);
+        // (Not a conditional expression: GCC 12 miscompiles co_await inside ?:.)
+        Response res;
+        if (early) {
+            res = std::move(*early);
+        } else {
+            res = co_await router.dispatch(parser.get(), peer);
+        }
         const bool keep_alive = !early && parser.get().keep_alive() && !stopping_;
         res.version(11);
         res.keep_alive(keep_alive);
@@ -203,9 +221,9 @@ Result<tcp::endpoint> Server::listen_tcp(const tcp::endpoint& at, const Router& 
         peer.address = fmt::format("{}:{}", remote.address().to_string(), remote.port());
         socket.set_option(tcp::no_delay(true), ignored);
         asio::co_spawn(ioc_, session(beast::tcp_stream(std::move(socket)), std::move(peer), r, l),
-                       asio::detached);
+                       log_failure);
     };
-    asio::co_spawn(ioc_, accept_loop(*tcp_acceptor_, router, limits, on_accept), asio::detached);
+    asio::co_spawn(ioc_, accept_loop(*tcp_acceptor_, router, limits, on_accept), log_failure);
     return bound;
 }
 
@@ -283,9 +301,9 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
         }
         asio::co_spawn(
             ioc_, session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l),
-            asio::detached);
+            log_failure);
     };
-    asio::co_spawn(ioc_, accept_loop(*unix_acceptor_, router, limits, on_accept), asio::detached);
+    asio::co_spawn(ioc_, accept_loop(*unix_acceptor_, router, limits, on_accept), log_failure);
     return {};
 }
 

@@ -86,6 +86,20 @@ Result<std::optional<SecretBytes>> ReadTxn::get(Table table, std::string_view ke
 
 Status ReadTxn::scan(Table table, std::string_view prefix,
                      const std::function<bool(std::string_view, SecretBytes)>& fn) const {
+    Status failed;
+    TRY(scan_checked(table, prefix, [&](std::string_view key, Result<SecretBytes> value) {
+        if (!value) {
+            failed = std::move(value).error();
+            return false;
+        }
+        return fn(key, std::move(*value));
+    }));
+    return failed;
+}
+
+Status ReadTxn::scan_checked(
+    Table table, std::string_view prefix,
+    const std::function<bool(std::string_view, Result<SecretBytes>)>& fn) const {
     TRY_ASSIGN(auto cursor, lmdb::Cursor::open(txn_, vault_.dbi(table)));
     MDB_val k = lmdb::to_val(prefix);
     MDB_val v{};
@@ -95,8 +109,7 @@ Status ReadTxn::scan(Table table, std::string_view prefix,
         if (!key.starts_with(prefix)) {
             return {};
         }
-        TRY_ASSIGN(auto plain, vault_.cipher_.open(table_name(table), key, lmdb::view(v)));
-        if (!fn(key, std::move(plain))) {
+        if (!fn(key, vault_.cipher_.open(table_name(table), key, lmdb::view(v)))) {
             return {};
         }
     }

@@ -68,6 +68,12 @@ class ReadTxn {
     Status scan(Table table, std::string_view prefix,
                 const std::function<bool(std::string_view key, SecretBytes value)>& fn) const;
 
+    // As scan(), but a record that fails to open is handed to `fn` as its error instead of
+    // ending the scan (for integrity checks that must name the broken record).
+    Status scan_checked(
+        Table table, std::string_view prefix,
+        const std::function<bool(std::string_view key, Result<SecretBytes> value)>& fn) const;
+
     Result<size_t> count(Table table) const;
 
   protected:

@@ -138,3 +138,14 @@ TEST_CASE("malformed envelopes are reported as corrupt", "[crypto]") {
         CHECK(r.error().code == Code::corrupt);
     }
 }
+
+TEST_CASE("base64url decoding is strict about its alphabet", "[crypto]") {
+    CHECK(base64url_decode("AAAA") == std::string(3, '\0'));
+    CHECK(base64url_decode("_-_-").has_value());
+    for (const std::string& bad : std::vector<std::string>{"AAA=", "AA AA", "AA+A", "AA/A",
+                                                           "AA\xff"
+                                                           "A"}) {
+        INFO(bad);
+        CHECK_FALSE(base64url_decode(bad).has_value());
+    }
+}

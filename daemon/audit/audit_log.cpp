@@ -1,0 +1,240 @@
+#include "daemon/audit/audit_log.hpp"
+
+#include <fmt/format.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+namespace agentgw {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view k_head_key = "audit_head";      // {"seq", "hash"} of the last entry
+constexpr std::string_view k_anchor_key = "audit_anchor";  // {"first_seq", "prev"} after pruning
+constexpr size_t k_hash_size = crypto_generichash_BYTES;   // 32
+
+std::string seq_key(uint64_t seq) {
+    std::string key(8, '\0');
+    for (int i = 7; i >= 0; --i) {
+        key[static_cast<size_t>(i)] = static_cast<char>(seq & 0xff);
+        seq >>= 8;
+    }
+    return key;
+}
+
+uint64_t seq_of(std::string_view key) {
+    uint64_t seq = 0;
+    for (char c : key) {
+        seq = (seq << 8) | static_cast<uint8_t>(c);
+    }
+    return seq;
+}
+
+std::string hex(const unsigned char* data, size_t size) {
+    std::string out(size * 2 + 1, '\0');
+    sodium_bin2hex(out.data(), out.size(), data, size);
+    out.pop_back();
+    return out;
+}
+
+const std::string& zero_hash() {
+    static const std::string zeros(k_hash_size * 2, '0');
+    return zeros;
+}
+
+// hash = BLAKE2b-256(prev hash (hex) | 0x00 | the entry without "hash", as sorted-key JSON).
+std::string chain_hash(const std::string& prev, const json& entry_without_hash) {
+    const std::string body = entry_without_hash.dump();
+    unsigned char out[k_hash_size];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, nullptr, 0, sizeof out);
+    crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(prev.data()),
+                              prev.size());
+    const unsigned char separator = 0;
+    crypto_generichash_update(&st, &separator, 1);
+    crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(body.data()),
+                              body.size());
+    crypto_generichash_final(&st, out, sizeof out);
+    return hex(out, sizeof out);
+}
+
+Result<json> read_json(const ReadTxn& txn, Table table, std::string_view key) {
+    TRY_ASSIGN(auto value, txn.get(table, key));
+    if (!value) {
+        return json();
+    }
+    json j = json::parse(as_view(*value), nullptr, false);
+    if (j.is_discarded()) {
+        return make_error(Code::corrupt, fmt::format("stored {} is malformed", key));
+    }
+    return j;
+}
+
+bool mentions(const json& entry, std::string_view needle) {
+    const std::string actor = entry.value("actor", "");
+    const std::string target = entry.value("target", "");
+    return actor.find(needle) != std::string::npos || target.find(needle) != std::string::npos ||
+           entry.value("details", json::object()).dump().find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+void AuditLog::record(AuditEvent event) {
+    const int64_t now_ms = clock_.now_ms();
+    vault_.submit(
+        [this, now_ms, event = std::move(event)](WriteTxn& txn) -> Status {
+            TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+            const uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) + 1 : 1;
+            const std::string prev =
+                head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
+            json entry = {{"seq", seq},
+                          {"time", rfc3339(now_ms / 1000)},
+                          {"time_ms", now_ms},
+                          {"actor", event.actor},
+                          {"action", event.action},
+                          {"target", event.target},
+                          {"outcome", event.outcome},
+                          {"details", event.details},
+                          {"prev", prev}};
+            entry["hash"] = chain_hash(prev, entry);
+            TRY(txn.insert(Table::audit, seq_key(seq), entry.dump()));
+            return txn.put(Table::settings, k_head_key,
+                           json{{"seq", seq}, {"hash", entry["hash"]}}.dump());
+        },
+        [](Status s) {
+            if (!s) {
+                spdlog::error("cannot append to the audit log: {}", s.error().message);
+            }
+        });
+}
+
+Result<AuditPage> AuditLog::list(const AuditQuery& q) const {
+    AuditPage page;
+    page.next = q.after;
+    Status inner;
+    TRY(vault_.read([&](const ReadTxn& txn) {
+        return txn.scan(Table::audit, "", [&](std::string_view key, SecretBytes value) {
+            const uint64_t seq = seq_of(key);
+            if (seq <= q.after) {
+                return true;
+            }
+            json entry = json::parse(as_view(value), nullptr, false);
+            if (entry.is_discarded()) {
+                inner = make_error(Code::corrupt, fmt::format("audit entry {} is malformed", seq));
+                return false;
+            }
+            page.next = seq;
+            const bool match =
+                (!q.since || entry.value("time_ms", int64_t{0}) / 1000 >= *q.since) &&
+                (!q.agent || mentions(entry, *q.agent)) &&
+                (!q.service || mentions(entry, "service:" + *q.service)) &&
+                (!q.action || entry.value("action", "") == *q.action);
+            if (match) {
+                entry.erase("time_ms");
+                entry.erase("prev");
+                page.entries.push_back(std::move(entry));
+            }
+            return page.entries.size() < q.limit;
+        });
+    }));
+    TRY(std::move(inner));
+    return page;
+}
+
+Result<AuditVerification> AuditLog::verify() const {
+    AuditVerification v;
+    TRY(vault_.read([&](const ReadTxn& txn) -> Status {
+        TRY_ASSIGN(json anchor, read_json(txn, Table::settings, k_anchor_key));
+        TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+        uint64_t expected = anchor.is_object() ? anchor.value("first_seq", uint64_t{1}) : 1;
+        std::string prev = anchor.is_object() ? anchor.value("prev", zero_hash()) : zero_hash();
+        v.first_seq = expected;
+        auto broken = [&](uint64_t seq, std::string why) {
+            v.ok = false;
+            v.broken_seq = seq;
+            v.message = fmt::format("entry {}: {}", seq, why);
+        };
+        // Walk raw keys so that an entry that fails to open is reported, not skipped.
+        TRY(txn.scan_checked(
+            Table::audit, "", [&](std::string_view key, Result<SecretBytes> value) {
+                const uint64_t seq = seq_of(key);
+                if (seq != expected) {
+                    broken(expected, fmt::format("missing (found {} next)", seq));
+                    return false;
+                }
+                if (!value) {
+                    broken(seq, "fails authentication (altered or moved)");
+                    return false;
+                }
+                json entry = json::parse(as_view(*value), nullptr, false);
+                if (!entry.is_object() || !entry.contains("hash") || !entry["hash"].is_string()) {
+                    broken(seq, "malformed");
+                    return false;
+                }
+                const std::string stored = entry["hash"].get<std::string>();
+                entry.erase("hash");
+                if (entry.value("seq", uint64_t{0}) != seq || entry.value("prev", "") != prev ||
+                    chain_hash(prev, entry) != stored) {
+                    broken(seq, "hash chain mismatch");
+                    return false;
+                }
+                prev = stored;
+                v.last_seq = seq;
+                ++v.entries;
+                ++expected;
+                return true;
+            }));
+        if (v.ok && head.is_object() && head.value("seq", uint64_t{0}) != v.last_seq &&
+            head.value("seq", uint64_t{0}) >= v.first_seq) {
+            broken(v.last_seq + 1, "missing (the log ends early)");
+        }
+        if (v.ok) {
+            v.message = v.entries == 0 ? "audit log is empty"
+                                       : fmt::format("{} entries verified", v.entries);
+        }
+        return {};
+    }));
+    return v;
+}
+
+Result<uint64_t> AuditLog::prune(int64_t before_secs, uint64_t max_entries) {
+    uint64_t removed = 0;
+    TRY(vault_.write([&](WriteTxn& txn) -> Status {
+        removed = 0;
+        std::vector<std::pair<std::string, std::string>> doomed;  // key, hash
+        TRY(txn.scan(Table::audit, "", [&](std::string_view key, SecretBytes value) {
+            json entry = json::parse(as_view(value), nullptr, false);
+            if (entry.is_discarded() || entry.value("time_ms", int64_t{0}) / 1000 >= before_secs ||
+                doomed.size() >= max_entries) {
+                return false;
+            }
+            doomed.emplace_back(std::string(key), entry.value("hash", ""));
+            return true;
+        }));
+        if (doomed.empty()) {
+            return {};
+        }
+        for (const auto& [key, _] : doomed) {
+            TRY(txn.erase(Table::audit, key));
+        }
+        removed = doomed.size();
+        const json anchor = {{"first_seq", seq_of(doomed.back().first) + 1},
+                             {"prev", doomed.back().second}};
+        return txn.put(Table::settings, k_anchor_key, anchor.dump());
+    }));
+    return removed;
+}
+
+Result<std::pair<uint64_t, uint64_t>> AuditLog::head() const {
+    std::pair<uint64_t, uint64_t> out{0, 0};
+    TRY(vault_.read([&](const ReadTxn& txn) -> Status {
+        TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+        out.first = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
+        TRY_ASSIGN(out.second, txn.count(Table::audit));
+        return {};
+    }));
+    return out;
+}
+
+}  // namespace agentgw

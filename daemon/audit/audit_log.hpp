@@ -1,0 +1,77 @@
+// AuditLog: the tamper-evident record of what happened (SPEC §11). Entries live in the vault's
+// audit table, keyed by sequence number, each holding the BLAKE2b hash that chains it to the
+// one before. record() never blocks the caller: entries are appended by the vault's writer
+// thread, in the same group commits as everything else. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.hpp"
+#include "daemon/util/clock.hpp"
+#include "daemon/vault/vault.hpp"
+
+namespace agentgw {
+
+struct AuditEvent {
+    std::string actor;    // "uid:1000", "agent:<id>" or "system"
+    std::string action;   // "user.create", "agent.rotate", "login", ...
+    std::string target;   // what it acted on ("agent:<id>", "service:openai", ...)
+    std::string outcome;  // "ok", or the error type
+    nlohmann::json details = nlohmann::json::object();  // never a secret
+};
+
+struct AuditQuery {
+    uint64_t after = 0;                  // entries with seq > after
+    std::optional<int64_t> since;        // entries at or after this Unix time
+    std::optional<std::string> agent;    // entries whose actor or target names this agent id
+    std::optional<std::string> service;  // entries about this service
+    std::optional<std::string> action;
+    size_t limit = 100;
+};
+
+struct AuditPage {
+    std::vector<nlohmann::json> entries;
+    uint64_t next = 0;  // pass as `after` to continue
+};
+
+struct AuditVerification {
+    bool ok = true;
+    uint64_t entries = 0;
+    uint64_t first_seq = 0;
+    uint64_t last_seq = 0;
+    std::optional<uint64_t> broken_seq;
+    std::string message;
+};
+
+class AuditLog {
+  public:
+    AuditLog(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
+
+    // Appends the event (time and chain are filled in on the writer thread). Failures are
+    // logged, never thrown at the caller.
+    void record(AuditEvent event);
+
+    Result<AuditPage> list(const AuditQuery& query) const;
+
+    // Recomputes the chain from the retained start; names the first entry that fails.
+    Result<AuditVerification> verify() const;
+
+    // Deletes entries older than `before_secs` (at most `max_entries` per call) and records
+    // where the chain now starts, so verify() still checks everything that remains.
+    // Returns the number of entries removed.
+    Result<uint64_t> prune(int64_t before_secs, uint64_t max_entries = 10000);
+
+    // The sequence number of the last entry (0 when empty) and the number retained.
+    Result<std::pair<uint64_t, uint64_t>> head() const;
+
+  private:
+    Vault& vault_;
+    const Clock& clock_;
+};
+
+}  // namespace agentgw

@@ -1,0 +1,163 @@
+#include "daemon/credentials/credential_store.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sodium.h>
+
+#include "daemon/vault/async_write.hpp"
+
+namespace agentgw {
+
+using nlohmann::json;
+
+namespace {
+
+// service \0 scope \0 owner: all of one service's credentials sort together.
+std::string record_key(std::string_view service, CredentialScope scope, std::string_view owner_id) {
+    std::string key(service);
+    key.push_back('\0');
+    key.append(scope_name(scope));
+    key.push_back('\0');
+    key.append(owner_id);
+    return key;
+}
+
+void wipe(std::string& s) {
+    if (!s.empty()) {
+        sodium_memzero(s.data(), s.size());
+    }
+}
+
+std::optional<CredentialScope> parse_scope(std::string_view name) {
+    if (name == "service") {
+        return CredentialScope::service;
+    }
+    if (name == "user") {
+        return CredentialScope::user;
+    }
+    if (name == "agent") {
+        return CredentialScope::agent;
+    }
+    return std::nullopt;
+}
+
+Result<CredentialInfo> info_from(const SecretBytes& bytes) {
+    const json j = json::parse(as_view(bytes), nullptr, false);
+    const auto scope = j.is_object() ? parse_scope(j.value("scope", "")) : std::nullopt;
+    if (!scope) {
+        return make_error(Code::corrupt, "a stored credential is malformed");
+    }
+    return CredentialInfo{j.value("service", ""),
+                          *scope,
+                          j.value("owner_id", ""),
+                          j.value("type", ""),
+                          j.value("expires_at", int64_t{0}),
+                          j.value("updated_at", int64_t{0})};
+}
+
+}  // namespace
+
+std::string_view scope_name(CredentialScope scope) noexcept {
+    switch (scope) {
+        case CredentialScope::service:
+            return "service";
+        case CredentialScope::user:
+            return "user";
+        case CredentialScope::agent:
+            return "agent";
+    }
+    return "service";
+}
+
+CredentialInput::~CredentialInput() {
+    wipe(secret);
+    wipe(password);
+    wipe(access_token);
+    wipe(refresh_token);
+}
+
+boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const CredentialInput& in) {
+    const int64_t now = clock_.now_secs();
+    CredentialInfo info{
+        in.service, in.scope, in.owner_id, in.type, in.expires_in ? now + *in.expires_in : 0, now};
+    json record = {{"service", in.service},         {"scope", scope_name(in.scope)},
+                   {"owner_id", in.owner_id},       {"type", in.type},
+                   {"expires_at", info.expires_at}, {"updated_at", now}};
+    for (const auto& [name, value] :
+         {std::pair<const char*, const std::string*>{"secret", &in.secret},
+          {"username", &in.username},
+          {"password", &in.password},
+          {"access_token", &in.access_token},
+          {"refresh_token", &in.refresh_token}}) {
+        if (!value->empty()) {
+            record[name] = *value;
+        }
+    }
+    std::string sealed_input = record.dump();
+    // The JSON tree held copies of the secrets; clear them before it is freed.
+    for (auto& [name, value] : record.items()) {
+        if (value.is_string()) {
+            wipe(value.get_ref<std::string&>());
+        }
+    }
+    const std::string key = record_key(in.service, in.scope, in.owner_id);
+    const Vault::WriteFn write = [&](WriteTxn& txn) {
+        return txn.put(Table::credentials, key, sealed_input);
+    };
+    const Status s = co_await async_write(vault_, write);
+    wipe(sealed_input);
+    if (!s) {
+        co_return s.error();
+    }
+    co_return info;
+}
+
+Result<std::vector<CredentialInfo>> CredentialStore::list() const {
+    std::vector<CredentialInfo> out;
+    Status inner;
+    TRY(vault_.read([&](const ReadTxn& txn) {
+        return txn.scan(Table::credentials, "", [&](std::string_view, SecretBytes value) {
+            auto info = info_from(value);
+            if (!info) {
+                inner = std::move(info).error();
+                return false;
+            }
+            out.push_back(std::move(*info));
+            return true;
+        });
+    }));
+    TRY(std::move(inner));
+    return out;
+}
+
+boost::asio::awaitable<Status> CredentialStore::remove(const std::string& service,
+                                                       CredentialScope scope,
+                                                       const std::string& owner_id) {
+    const std::string key = record_key(service, scope, owner_id);
+    const Vault::WriteFn write = [&](WriteTxn& txn) -> Status {
+        TRY_ASSIGN(bool existed, txn.erase(Table::credentials, key));
+        if (!existed) {
+            return make_error(Code::not_found, fmt::format("no {}-scoped credential for service {}",
+                                                           scope_name(scope), service));
+        }
+        return {};
+    };
+    co_return co_await async_write(vault_, write);
+}
+
+Status CredentialStore::remove_owned(WriteTxn& txn, const std::string& owner_id) {
+    std::vector<std::string> doomed;
+    TRY(txn.scan(Table::credentials, "", [&](std::string_view key, SecretBytes value) {
+        auto info = info_from(value);
+        if (info && info->scope != CredentialScope::service && info->owner_id == owner_id) {
+            doomed.emplace_back(key);
+        }
+        return true;
+    }));
+    for (const auto& key : doomed) {
+        TRY(txn.erase(Table::credentials, key));
+    }
+    return {};
+}
+
+}  // namespace agentgw

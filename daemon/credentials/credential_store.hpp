@@ -1,0 +1,63 @@
+// CredentialStore: the secrets agentgwd injects into upstream requests, at service, user or
+// agent scope (SPEC §2), sealed in the vault. Nothing here ever returns a secret to the
+// control API: list() gives metadata only. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "common/result.hpp"
+#include "daemon/util/clock.hpp"
+#include "daemon/vault/vault.hpp"
+
+namespace agentgw {
+
+enum class CredentialScope { service, user, agent };
+std::string_view scope_name(CredentialScope scope) noexcept;
+
+struct CredentialInput {
+    std::string service;
+    CredentialScope scope = CredentialScope::service;
+    std::string owner_id;  // user id or agent id; empty for service scope
+    std::string type;      // api_key, basic, oauth2, client_secret
+    std::string secret;
+    std::string username;
+    std::string password;
+    std::string access_token;
+    std::string refresh_token;
+    std::optional<int64_t> expires_in;
+    ~CredentialInput();  // wipes the secret fields
+};
+
+struct CredentialInfo {
+    std::string service;
+    CredentialScope scope = CredentialScope::service;
+    std::string owner_id;
+    std::string type;
+    int64_t expires_at = 0;  // 0: does not expire
+    int64_t updated_at = 0;
+};
+
+class CredentialStore {
+  public:
+    CredentialStore(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
+
+    // Stores (or replaces) a credential; the input must already be validated.
+    boost::asio::awaitable<Result<CredentialInfo>> set(const CredentialInput& input);
+    Result<std::vector<CredentialInfo>> list() const;
+    // Code::not_found when there is no such credential.
+    boost::asio::awaitable<Status> remove(const std::string& service, CredentialScope scope,
+                                          const std::string& owner_id);
+    // Removes every credential owned by `owner_id` (a deleted user or agent) inside `txn`.
+    static Status remove_owned(WriteTxn& txn, const std::string& owner_id);
+
+  private:
+    Vault& vault_;
+    const Clock& clock_;
+};
+
+}  // namespace agentgw
