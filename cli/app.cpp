@@ -21,6 +21,9 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
         ->envname("AGENTGW_SOCKET");
     app.add_flag("--json", ctx.json, "Print exactly one JSON document");
     app.require_subcommand(1);
+    // Global options may also follow the command ("agentgw audit --json"); subcommands
+    // inherit this when they are added.
+    app.fallthrough();
     // SPEC §5: every error is one line on stderr, usage errors included.
     app.failure_message([](const CLI::App*, const CLI::Error& e) {
         return std::string("agentgw: ") + e.what() + " (see --help)\n";

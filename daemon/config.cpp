@@ -28,6 +28,7 @@ constexpr EnvOption k_env_options[] = {
     {"--config", "AGENTGWD_CONFIG"},
     {"--state-dir", "AGENTGWD_STATE_DIR"},
     {"--socket", "AGENTGWD_SOCKET"},
+    {"--socket-group", "AGENTGWD_SOCKET_GROUP"},
     {"--listen", "AGENTGWD_LISTEN"},
     {"--services", "AGENTGWD_SERVICES"},
     {"--key-file", "AGENTGWD_KEY_FILE"},
@@ -54,6 +55,9 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.allow_config_extras(CLI::config_extras_mode::error);
     app.add_option("--state-dir", c.state_dir, "Directory holding the vault and master key");
     app.add_option("--socket", c.socket_path, "Control socket path");
+    app.add_option("--socket-group", c.socket_group,
+                   "Group whose members may use the control socket (besides root and "
+                   "the daemon's user)");
     app.add_option("--listen", c.listen, "Agent API address, ADDR:PORT")->capture_default_str();
     app.add_option("--services", c.services_file, "Services file (JSON)");
     app.add_option("--key-file", c.key_file, "Master key file (32 raw bytes or 64 hex characters)");

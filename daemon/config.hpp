@@ -19,6 +19,7 @@ namespace agentgw {
 struct DaemonConfig {
     std::filesystem::path state_dir;    // never empty after resolve_state_dir()
     std::filesystem::path socket_path;  // never empty after resolve_socket_path()
+    std::string socket_group;           // members may use the control socket
     std::string listen = "127.0.0.1:3000";
     std::filesystem::path services_file;
     std::filesystem::path key_file;         // empty: $CREDENTIALS_DIRECTORY or the state dir

@@ -1,6 +1,8 @@
 #include "daemon/daemon.hpp"
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <iostream>
@@ -18,6 +20,7 @@
 #include "common/version.hpp"
 #include "daemon/audit/audit_log.hpp"
 #include "daemon/control/control_api.hpp"
+#include "daemon/control/peer_policy.hpp"
 #include "daemon/credentials/credential_store.hpp"
 #include "daemon/http/router.hpp"
 #include "daemon/http/server.hpp"
@@ -104,11 +107,6 @@ fs::path services_file_for(const DaemonConfig& config) {
         }
     }
     return {};
-}
-
-// A control-socket peer is allowed when it runs as the daemon's own uid or as root.
-bool peer_allowed(const http::Peer& peer) {
-    return peer.uid == static_cast<long>(::geteuid()) || peer.uid == 0;
 }
 
 }  // namespace
@@ -225,11 +223,27 @@ int run_daemon(DaemonConfig config) {
         return 1;
     }
     agent_api = fmt::format("{}:{}", bound->address().to_string(), bound->port());
+    auto policy = PeerPolicy::create(config.socket_group);
+    if (!policy) {
+        spdlog::error("{}", policy.error().message);
+        return 1;
+    }
     if (auto s =
-            server.listen_unix(config.socket_path, control_routes, http::Limits{}, peer_allowed);
+            server.listen_unix(config.socket_path, control_routes, http::Limits{},
+                               [p = *policy](const http::Peer& peer) { return p.allows(peer); });
         !s) {
         spdlog::error("{}", s.error().message);
         return 1;
+    }
+    if (policy->gid()) {
+        // The group reaches the socket through its directory (0750) and the socket (0660).
+        for (const auto& path : {config.socket_path.parent_path(), config.socket_path}) {
+            if (::chown(path.c_str(), static_cast<uid_t>(-1), *policy->gid()) != 0) {
+                spdlog::error("cannot give {} to group {}: {}", path.string(), config.socket_group,
+                              std::strerror(errno));
+                return 1;
+            }
+        }
     }
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);

@@ -291,6 +291,7 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
         socket.get_option(cred, ec);
         if (!ec) {
             peer.uid = static_cast<long>(cred.get().uid);
+            peer.gid = static_cast<long>(cred.get().gid);
             peer.pid = static_cast<long>(cred.get().pid);
         }
         // A refused peer still gets an answer (403), so its client can tell "denied" from

@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <regex>
 #include <signal.h>
@@ -464,4 +465,26 @@ TEST_CASE("rekey from one passphrase to another reads current, then new", "[daem
     auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
                           std::string("new passphrase\n"));
     CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+}
+
+TEST_CASE("members of --socket-group may use the control socket", "[daemon][cli]") {
+    if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv") || ::getgrgid(65534) == nullptr) {
+        WARN("needs root, setpriv and gid 65534 to act as another user; not run");
+        return;
+    }
+    TempDir dir;
+    const std::string group = ::getgrgid(65534)->gr_name;
+    auto d = start_daemon(daemon_args(dir, {"--socket-group", group}));
+    fs::permissions(dir.path(), fs::perms(0755));
+    CHECK(mode_of(d.socket) == 0660);
+    const auto r = run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        AGENTGW_CLI_PATH, "--socket", d.socket.string(), "status"});
+    INFO(r.err);
+    CHECK(r.code == 0);
+
+    const auto unknown = run({AGENTGWD_PATH, "--state-dir", (dir / "s2").string(), "--socket",
+                              (dir / "r2" / "s.sock").string(), "--listen", "127.0.0.1:0",
+                              "--socket-group", "no-such-group-agentgw"});
+    CHECK(unknown.code == 1);
+    CHECK(unknown.err.find("no such group") != std::string::npos);
 }

@@ -1,0 +1,128 @@
+#include <catch2/catch.hpp>
+
+#include "daemon/audit/audit_log.hpp"
+#include "tests/support/fake_clock.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/vault_fixture.hpp"
+
+using namespace agentgw;
+
+namespace {
+
+struct Fixture {
+    test::TempDir dir;
+    test::FakeClock clock;
+    std::unique_ptr<Vault> vault;
+    std::unique_ptr<AuditLog> audit;
+
+    Fixture() {
+        const auto key = test::key_at(dir / "k");
+        auto opened = test::open_vault(dir / "state", key);
+        REQUIRE(opened);
+        vault = std::move(*opened);
+        audit = std::make_unique<AuditLog>(*vault, clock);
+    }
+
+    void record(const std::string& action, const std::string& target = "agent:a1") {
+        audit->record({"uid:0", action, target, "ok", {{"n", 1}}});
+    }
+
+    // Writes are queued in order, so once a later write is durable every earlier one is.
+    void flush() {
+        REQUIRE(vault->write([](WriteTxn&) { return Status{}; }));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("audit entries chain, list with filters and a cursor, and verify", "[audit]") {
+    Fixture f;
+    for (int i = 0; i < 5; ++i) {
+        f.record(i % 2 == 0 ? "agent.create" : "agent.rotate");
+    }
+    f.record("credential.set", "service:openai");
+    f.flush();
+
+    auto all = f.audit->list({});
+    REQUIRE(all);
+    REQUIRE(all->entries.size() == 6);
+    CHECK(all->entries[0]["seq"] == 1);
+    CHECK(all->next == 6);
+    CHECK(all->entries[1]["action"] == "agent.rotate");
+    CHECK(all->entries[5]["hash"].get<std::string>().size() == 64);
+
+    AuditQuery page;
+    page.limit = 2;
+    auto first = f.audit->list(page);
+    REQUIRE(first);
+    CHECK(first->entries.size() == 2);
+    page.after = first->next;
+    auto second = f.audit->list(page);
+    REQUIRE(second);
+    CHECK(second->entries[0]["seq"] == 3);
+
+    AuditQuery by_service;
+    by_service.service = "openai";
+    CHECK(f.audit->list(by_service)->entries.size() == 1);
+    AuditQuery by_action;
+    by_action.action = "agent.rotate";
+    CHECK(f.audit->list(by_action)->entries.size() == 2);
+
+    auto verified = f.audit->verify();
+    REQUIRE(verified);
+    CHECK(verified->ok);
+    CHECK(verified->entries == 6);
+    CHECK(verified->last_seq == 6);
+}
+
+TEST_CASE("pruning keeps the chain verifiable from its new start", "[audit]") {
+    Fixture f;
+    for (int i = 0; i < 5; ++i) {
+        f.record("old");
+    }
+    f.flush();
+    f.clock.advance_secs(10 * 86400);
+    for (int i = 0; i < 3; ++i) {
+        f.record("new");
+    }
+    f.flush();
+
+    auto removed = f.audit->prune(f.clock.now_secs() - 5 * 86400);
+    REQUIRE(removed);
+    CHECK(*removed == 5);
+    auto verified = f.audit->verify();
+    REQUIRE(verified);
+    CHECK(verified->ok);
+    CHECK(verified->first_seq == 6);
+    CHECK(verified->entries == 3);
+
+    f.record("after-prune");
+    f.flush();
+    auto again = f.audit->verify();
+    REQUIRE(again);
+    CHECK(again->ok);
+    CHECK(again->last_seq == 9);
+    auto listed = f.audit->list({});
+    REQUIRE(listed);
+    REQUIRE(listed->entries.size() == 4);
+    CHECK(listed->entries[0]["seq"] == 6);
+
+    // Pruning nothing changes nothing.
+    CHECK(*f.audit->prune(f.clock.now_secs() - 30 * 86400) == 0);
+}
+
+TEST_CASE("a missing audit entry is named by verify", "[audit]") {
+    Fixture f;
+    for (int i = 0; i < 4; ++i) {
+        f.record("x");
+    }
+    f.flush();
+    REQUIRE(f.vault->write([](WriteTxn& txn) -> Status {
+        TRY(txn.erase(Table::audit, std::string("\0\0\0\0\0\0\0\3", 8)));
+        return {};
+    }));
+    auto verified = f.audit->verify();
+    REQUIRE(verified);
+    CHECK_FALSE(verified->ok);
+    CHECK(verified->broken_seq == 3);
+}
