@@ -3,12 +3,32 @@
 #include <cstdlib>
 #include <iostream>
 
+#include <fmt/format.h>
+
 #include "cli/commands/commands.hpp"
 #include "cli/exit_codes.hpp"
 #include "common/paths.hpp"
 #include "common/version.hpp"
 
 namespace agentgw::cli {
+
+namespace {
+
+// Error text may quote what the daemon echoed back (names, paths); control characters are
+// shown escaped so an error stays one line and cannot drive the terminal.
+std::string printable(std::string_view text) {
+    std::string out;
+    for (const unsigned char c : text) {
+        if (c < 0x20 || c == 0x7f) {
+            out += fmt::format("\\x{:02x}", c);
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
+}  // namespace
 
 int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
     Context ctx;
@@ -50,7 +70,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     try {
         const Status s = chosen(ctx);
         if (!s) {
-            err << "agentgw: " << s.error().message << '\n';
+            err << "agentgw: " << printable(s.error().message) << '\n';
             return exit_code_for(s.error().code);
         }
     } catch (const nlohmann::json::exception& e) {

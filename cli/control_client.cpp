@@ -1,5 +1,6 @@
 #include "cli/control_client.hpp"
 
+#include <cerrno>
 #include <new>
 
 #include <fmt/format.h>
@@ -67,12 +68,17 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
     }
     const CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
+        long os_errno = 0;
+        curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
         const bool unreachable = rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||
                                  rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR ||
                                  rc == CURLE_SEND_ERROR;
-        return make_error(unreachable ? Code::unavailable : Code::io_error,
-                          fmt::format("cannot reach agentgwd at {}: {}", socket_path_.string(),
-                                      *error != '\0' ? error : curl_easy_strerror(rc)));
+        // A socket we may not open is "permission denied" (exit 4), not "no daemon" (exit 5).
+        const bool denied = os_errno == EACCES || os_errno == EPERM;
+        return make_error(
+            denied ? Code::permission_denied : (unreachable ? Code::unavailable : Code::io_error),
+            fmt::format("cannot reach agentgwd at {}: {}", socket_path_.string(),
+                        *error != '\0' ? error : curl_easy_strerror(rc)));
     }
     Reply reply;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);

@@ -142,6 +142,10 @@ int run_daemon(DaemonConfig config) {
     Registry registry(vault, clock, std::move(*keyring), config.session_ttl_secs);
     CredentialStore credentials(vault, clock);
     AuditLog audit(vault, clock);
+    if (auto s = audit.init(); !s) {
+        spdlog::error("{}", s.error().message);
+        return 1;
+    }
     ServiceDirectory services(services_file_for(config));
     if (auto s = services.reload(); !s) {
         spdlog::error("{}", s.error().message);

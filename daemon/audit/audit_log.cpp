@@ -4,6 +4,8 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon/vault/async_write.hpp"
+
 namespace agentgw {
 
 using nlohmann::json;
@@ -45,7 +47,8 @@ const std::string& zero_hash() {
 
 // hash = BLAKE2b-256(prev hash (hex) | 0x00 | the entry without "hash", as sorted-key JSON).
 std::string chain_hash(const std::string& prev, const json& entry_without_hash) {
-    const std::string body = entry_without_hash.dump();
+    const std::string body =
+        entry_without_hash.dump(-1, ' ', false, json::error_handler_t::replace);
     unsigned char out[k_hash_size];
     crypto_generichash_state st;
     crypto_generichash_init(&st, nullptr, 0, sizeof out);
@@ -71,42 +74,78 @@ Result<json> read_json(const ReadTxn& txn, Table table, std::string_view key) {
     return j;
 }
 
-bool mentions(const json& entry, std::string_view needle) {
-    const std::string actor = entry.value("actor", "");
-    const std::string target = entry.value("target", "");
-    return actor.find(needle) != std::string::npos || target.find(needle) != std::string::npos ||
-           entry.value("details", json::object()).dump().find(needle) != std::string::npos;
+// Whether the entry is about `ref` ("agent:<id>", "service:<id>"): its actor or target is
+// exactly that, or one of its details is.
+bool about(const json& entry, const std::string& ref) {
+    if (entry.value("actor", "") == ref || entry.value("target", "") == ref) {
+        return true;
+    }
+    const auto details = entry.find("details");
+    if (details == entry.end() || !details->is_object()) {
+        return false;
+    }
+    for (const auto& [_, value] : details->items()) {
+        if (value.is_string() && value.get<std::string>() == ref) {
+            return true;
+        }
+    }
+    return false;
 }
 
 }  // namespace
 
-void AuditLog::record(AuditEvent event) {
+Status AuditLog::init() {
+    return vault_.write([](WriteTxn& txn) -> Status {
+        TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+        if (head.is_object()) {
+            return {};
+        }
+        TRY_ASSIGN(size_t entries, txn.count(Table::audit));
+        if (entries > 0) {
+            return {};  // entries without a head: leave it for verify() to report
+        }
+        return txn.put(Table::settings, k_head_key, json{{"seq", 0}, {"hash", zero_hash()}}.dump());
+    });
+}
+
+Vault::WriteFn AuditLog::appender(AuditEvent event) const {
     const int64_t now_ms = clock_.now_ms();
-    vault_.submit(
-        [this, now_ms, event = std::move(event)](WriteTxn& txn) -> Status {
-            TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
-            const uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) + 1 : 1;
-            const std::string prev =
-                head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
-            json entry = {{"seq", seq},
-                          {"time", rfc3339(now_ms / 1000)},
-                          {"time_ms", now_ms},
-                          {"actor", event.actor},
-                          {"action", event.action},
-                          {"target", event.target},
-                          {"outcome", event.outcome},
-                          {"details", event.details},
-                          {"prev", prev}};
-            entry["hash"] = chain_hash(prev, entry);
-            TRY(txn.insert(Table::audit, seq_key(seq), entry.dump()));
-            return txn.put(Table::settings, k_head_key,
-                           json{{"seq", seq}, {"hash", entry["hash"]}}.dump());
-        },
-        [](Status s) {
-            if (!s) {
-                spdlog::error("cannot append to the audit log: {}", s.error().message);
-            }
-        });
+    return [now_ms, event = std::move(event)](WriteTxn& txn) -> Status {
+        TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+        const uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) + 1 : 1;
+        const std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
+        json entry = {{"seq", seq},
+                      {"time", rfc3339(now_ms / 1000)},
+                      {"time_ms", now_ms},
+                      {"actor", event.actor},
+                      {"action", event.action},
+                      {"target", event.target},
+                      {"outcome", event.outcome},
+                      {"details", event.details},
+                      {"prev", prev}};
+        entry["hash"] = chain_hash(prev, entry);
+        TRY(txn.insert(Table::audit, seq_key(seq),
+                       entry.dump(-1, ' ', false, json::error_handler_t::replace)));
+        return txn.put(Table::settings, k_head_key,
+                       json{{"seq", seq}, {"hash", entry["hash"]}}.dump());
+    };
+}
+
+void AuditLog::record(AuditEvent event) {
+    vault_.submit(appender(std::move(event)), [](Status s) {
+        if (!s) {
+            spdlog::error("cannot append to the audit log: {}", s.error().message);
+        }
+    });
+}
+
+boost::asio::awaitable<Status> AuditLog::append(const AuditEvent& event) {
+    const Vault::WriteFn write = appender(event);
+    Status s = co_await async_write(vault_, write);
+    if (!s) {
+        spdlog::error("cannot append to the audit log: {}", s.error().message);
+    }
+    co_return s;
 }
 
 Result<AuditPage> AuditLog::list(const AuditQuery& q) const {
@@ -114,29 +153,28 @@ Result<AuditPage> AuditLog::list(const AuditQuery& q) const {
     page.next = q.after;
     Status inner;
     TRY(vault_.read([&](const ReadTxn& txn) {
-        return txn.scan(Table::audit, "", [&](std::string_view key, SecretBytes value) {
-            const uint64_t seq = seq_of(key);
-            if (seq <= q.after) {
-                return true;
-            }
-            json entry = json::parse(as_view(value), nullptr, false);
-            if (entry.is_discarded()) {
-                inner = make_error(Code::corrupt, fmt::format("audit entry {} is malformed", seq));
-                return false;
-            }
-            page.next = seq;
-            const bool match =
-                (!q.since || entry.value("time_ms", int64_t{0}) / 1000 >= *q.since) &&
-                (!q.agent || mentions(entry, *q.agent)) &&
-                (!q.service || mentions(entry, "service:" + *q.service)) &&
-                (!q.action || entry.value("action", "") == *q.action);
-            if (match) {
-                entry.erase("time_ms");
-                entry.erase("prev");
-                page.entries.push_back(std::move(entry));
-            }
-            return page.entries.size() < q.limit;
-        });
+        return txn.scan_from(
+            Table::audit, seq_key(q.after + 1), [&](std::string_view key, SecretBytes value) {
+                const uint64_t seq = seq_of(key);
+                json entry = json::parse(as_view(value), nullptr, false);
+                if (entry.is_discarded()) {
+                    inner =
+                        make_error(Code::corrupt, fmt::format("audit entry {} is malformed", seq));
+                    return false;
+                }
+                page.next = seq;
+                const bool match =
+                    (!q.since || entry.value("time_ms", int64_t{0}) / 1000 >= *q.since) &&
+                    (!q.agent || about(entry, "agent:" + *q.agent)) &&
+                    (!q.service || about(entry, "service:" + *q.service)) &&
+                    (!q.action || entry.value("action", "") == *q.action);
+                if (match) {
+                    entry.erase("time_ms");
+                    entry.erase("prev");
+                    page.entries.push_back(std::move(entry));
+                }
+                return page.entries.size() < q.limit;
+            });
     }));
     TRY(std::move(inner));
     return page;
@@ -185,8 +223,12 @@ Result<AuditVerification> AuditLog::verify() const {
                 ++expected;
                 return true;
             }));
-        if (v.ok && head.is_object() && head.value("seq", uint64_t{0}) != v.last_seq &&
-            head.value("seq", uint64_t{0}) >= v.first_seq) {
+        // The sealed head records the last sequence number written, so a log cut short at
+        // its end (or with its head removed) is caught too.
+        const uint64_t head_seq = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
+        if (v.ok && !head.is_object()) {
+            broken(v.first_seq, "the log's head record is missing");
+        } else if (v.ok && head_seq != v.last_seq && head_seq >= v.first_seq) {
             broken(v.last_seq + 1, "missing (the log ends early)");
         }
         if (v.ok) {

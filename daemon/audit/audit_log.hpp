@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/result.hpp"
@@ -28,8 +29,8 @@ struct AuditEvent {
 struct AuditQuery {
     uint64_t after = 0;                  // entries with seq > after
     std::optional<int64_t> since;        // entries at or after this Unix time
-    std::optional<std::string> agent;    // entries whose actor or target names this agent id
-    std::optional<std::string> service;  // entries about this service
+    std::optional<std::string> agent;    // entries about this agent id (actor, target, details)
+    std::optional<std::string> service;  // entries about this service id
     std::optional<std::string> action;
     size_t limit = 100;
 };
@@ -52,9 +53,18 @@ class AuditLog {
   public:
     AuditLog(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
 
+    // Writes the chain's starting head when the log has none yet (call once at start), so
+    // that a log emptied together with its head is reported as broken, not as empty.
+    Status init();
+
     // Appends the event (time and chain are filled in on the writer thread). Failures are
     // logged, never thrown at the caller.
     void record(AuditEvent event);
+
+    // The same, awaited: resumes once the entry is durable (the coroutine waits, the thread
+    // does not). Control actions use it, so an action is never answered before its audit
+    // entry is on disk, and a reader sees the entry right after the answer.
+    boost::asio::awaitable<Status> append(const AuditEvent& event);
 
     Result<AuditPage> list(const AuditQuery& query) const;
 
@@ -70,6 +80,10 @@ class AuditLog {
     Result<std::pair<uint64_t, uint64_t>> head() const;
 
   private:
+    // The write that appends `event` at the end of the chain, read from the transaction itself
+    // (so it stays right when a batch is retried after the map grows).
+    Vault::WriteFn appender(AuditEvent event) const;
+
     Vault& vault_;
     const Clock& clock_;
 };

@@ -58,29 +58,58 @@ http::Response respond(const Done& d) {
     return http::json_response(d.status, d.body);
 }
 
+// Query parameters a route does not name are refused, so that a typo such as
+// `?usr=alice` cannot silently widen what a request means.
+Status check_query(const Ctx& c, const std::vector<std::string>& allowed) {
+    for (const auto& [key, value] : c.query) {
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+            return make_error(Code::invalid_argument,
+                              fmt::format("query parameter \"{}\": unknown", key));
+        }
+        if (value.empty()) {
+            return make_error(Code::invalid_argument,
+                              fmt::format("query parameter \"{}\": empty", key));
+        }
+    }
+    return {};
+}
+
 // A read-only route: no audit entry.
-http::Handler read_route(Step step) {
-    return [step = std::move(step)](Ctx& c) -> asio::awaitable<http::Response> {
+http::Handler read_route(Step step, std::vector<std::string> query = {}) {
+    return [step = std::move(step),
+            query = std::move(query)](Ctx& c) -> asio::awaitable<http::Response> {
+        if (auto s = check_query(c, query); !s) {
+            co_return http::error_response(s.error());
+        }
         auto done = co_await step(c);
         co_return done ? respond(*done) : http::error_response(done.error());
     };
 }
 
 // A route that changes something: every outcome, success or not, is audited.
-http::Handler action_route(ControlContext& cc, std::string action, Step step) {
-    return [&cc, action = std::move(action),
-            step = std::move(step)](Ctx& c) -> asio::awaitable<http::Response> {
-        auto done = co_await step(c);
+http::Handler action_route(ControlContext& cc, std::string action, Step step,
+                           std::vector<std::string> query = {}) {
+    return [&cc, action = std::move(action), step = std::move(step),
+            query = std::move(query)](Ctx& c) -> asio::awaitable<http::Response> {
+        Status valid = check_query(c, query);
+        Result<Done> done{make_error(Code::internal, "not run")};
+        if (valid) {
+            done = co_await step(c);  // (not inside ?: -- GCC 12 miscompiles that)
+        } else {
+            done = std::move(valid).error();
+        }
         if (!done) {
             http::Response res = http::error_response(done.error());
-            cc.audit.record({actor_of(c),
-                             action,
-                             std::string(c.req.target()),
-                             std::string(res[std::string_view("Agentgw-Error")]),
-                             {{"message", done.error().message}}});
+            const AuditEvent event{actor_of(c),
+                                   action,
+                                   std::string(c.req.target()),
+                                   std::string(res[std::string_view("Agentgw-Error")]),
+                                   {{"message", done.error().message}}};
+            co_await cc.audit.append(event);
             co_return res;
         }
-        cc.audit.record({actor_of(c), action, done->target, "ok", done->details});
+        const AuditEvent event{actor_of(c), action, done->target, "ok", done->details};
+        co_await cc.audit.append(event);
         co_return respond(*done);
     };
 }
@@ -490,26 +519,29 @@ void add_user_agent_routes(http::Router& r, ControlContext& cc) {
                              {{"username", user->username}}};
           }));
 
-    r.add(verb::get, "/v1/agents", read_route([&](Ctx& c) -> asio::awaitable<Result<Done>> {
-              std::optional<std::string> user_id;
-              if (auto ref = c.query_value("user")) {
-                  auto id = user_id_of(reg, *ref);
-                  if (!id) {
-                      co_return id.error();
+    r.add(verb::get, "/v1/agents",
+          read_route(
+              [&](Ctx& c) -> asio::awaitable<Result<Done>> {
+                  std::optional<std::string> user_id;
+                  if (auto ref = c.query_value("user")) {
+                      auto id = user_id_of(reg, *ref);
+                      if (!id) {
+                          co_return id.error();
+                      }
+                      user_id = *id;
                   }
-                  user_id = *id;
-              }
-              auto agents = reg.list_agents(user_id);
-              if (!agents) {
-                  co_return agents.error();
-              }
-              const int64_t now = reg.clock().now_secs();
-              json list = json::array();
-              for (const auto& a : *agents) {
-                  list.push_back(agent_json(a, username_of(reg, a.user_id), now));
-              }
-              co_return Done{HttpStatus::ok, {{"agents", list}}, {}, {}};
-          }));
+                  auto agents = reg.list_agents(user_id);
+                  if (!agents) {
+                      co_return agents.error();
+                  }
+                  const int64_t now = reg.clock().now_secs();
+                  json list = json::array();
+                  for (const auto& a : *agents) {
+                      list.push_back(agent_json(a, username_of(reg, a.user_id), now));
+                  }
+                  co_return Done{HttpStatus::ok, {{"agents", list}}, {}, {}};
+              },
+              {"user"}));
 
     r.add(verb::get, "/v1/agents/{agent}", read_route([&](Ctx& c) -> asio::awaitable<Result<Done>> {
               auto agent = reg.find_agent(c.param("agent"));
@@ -709,6 +741,24 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
                                      "field \"type\": must be api_key, basic, oauth2 or "
                                      "client_secret");
               }
+              // Fields that do not belong to the type are refused rather than stored.
+              const bool oauth = in.type == "oauth2";
+              const bool basic = in.type == "basic";
+              const std::array<std::pair<const char*, bool>, 6> misplaced = {{
+                  {"secret", !in.secret.empty() && (oauth || basic)},
+                  {"username", !in.username.empty() && !basic},
+                  {"password", !in.password.empty() && !basic},
+                  {"access_token", !in.access_token.empty() && !oauth},
+                  {"refresh_token", !in.refresh_token.empty() && !oauth},
+                  {"expires_in", in.expires_in.has_value() && !oauth},
+              }};
+              for (const auto& [field, wrong] : misplaced) {
+                  if (wrong && shape) {
+                      shape = make_error(
+                          Code::invalid_argument,
+                          fmt::format("field \"{}\": not used by type {}", field, in.type));
+                  }
+              }
               if (!shape) {
                   co_return shape.error();
               }
@@ -737,31 +787,34 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
           }));
 
     r.add(verb::delete_, "/v1/credentials/{service}",
-          action_route(cc, "credential.delete", [&](Ctx& c) -> asio::awaitable<Result<Done>> {
-              const std::string service = c.param("service");
-              const auto user = c.query_value("user");
-              const auto agent = c.query_value("agent");
-              if (user && agent) {
-                  co_return make_error(Code::invalid_argument, "give user= or agent=, not both");
-              }
-              CredentialScope scope = CredentialScope::service;
-              std::string owner;
-              if (user || agent) {
-                  scope = user ? CredentialScope::user : CredentialScope::agent;
-                  auto id = user ? user_id_of(reg, *user) : agent_id_of(reg, *agent);
-                  if (!id) {
-                      co_return id.error();
-                  }
-                  owner = *id;
-              }
-              if (auto s = co_await cc.credentials.remove(service, scope, owner); !s) {
-                  co_return s.error();
-              }
-              co_return Done{HttpStatus::no_content,
-                             nullptr,
-                             "service:" + service,
-                             {{"scope", scope_name(scope)}, {"owner", owner}}};
-          }));
+          action_route(cc, "credential.delete",
+                       [&](Ctx& c) -> asio::awaitable<Result<Done>> {
+                           const std::string service = c.param("service");
+                           const auto user = c.query_value("user");
+                           const auto agent = c.query_value("agent");
+                           if (user && agent) {
+                               co_return make_error(Code::invalid_argument,
+                                                    "give user= or agent=, not both");
+                           }
+                           CredentialScope scope = CredentialScope::service;
+                           std::string owner;
+                           if (user || agent) {
+                               scope = user ? CredentialScope::user : CredentialScope::agent;
+                               auto id = user ? user_id_of(reg, *user) : agent_id_of(reg, *agent);
+                               if (!id) {
+                                   co_return id.error();
+                               }
+                               owner = *id;
+                           }
+                           if (auto s = co_await cc.credentials.remove(service, scope, owner); !s) {
+                               co_return s.error();
+                           }
+                           co_return Done{HttpStatus::no_content,
+                                          nullptr,
+                                          "service:" + service,
+                                          {{"scope", scope_name(scope)}, {"owner", owner}}};
+                       },
+                       {"user", "agent"}));
 }
 
 void add_service_status_audit_routes(http::Router& r, ControlContext& cc) {
@@ -800,55 +853,60 @@ void add_service_status_audit_routes(http::Router& r, ControlContext& cc) {
               co_return Done{HttpStatus::ok, cc.status(), {}, {}};
           }));
 
-    r.add(verb::get, "/v1/audit", read_route([&](Ctx& c) -> asio::awaitable<Result<Done>> {
-              AuditQuery q;
-              auto number = [&](const char* name, uint64_t max) -> Result<std::optional<uint64_t>> {
-                  const auto v = c.query_value(name);
-                  if (!v) {
-                      return std::optional<uint64_t>{};
+    r.add(verb::get, "/v1/audit",
+          read_route(
+              [&](Ctx& c) -> asio::awaitable<Result<Done>> {
+                  AuditQuery q;
+                  auto number = [&](const char* name,
+                                    uint64_t max) -> Result<std::optional<uint64_t>> {
+                      const auto v = c.query_value(name);
+                      if (!v) {
+                          return std::optional<uint64_t>{};
+                      }
+                      uint64_t n = 0;
+                      const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+                      if (ec != std::errc{} || end != v->data() + v->size() || n > max) {
+                          return make_error(
+                              Code::invalid_argument,
+                              fmt::format("query \"{}\": must be 0 to {}", name, max));
+                      }
+                      return std::optional<uint64_t>(n);
+                  };
+                  auto after = number("after", UINT64_MAX);
+                  auto limit = number("limit", 1000);
+                  if (!after) {
+                      co_return after.error();
                   }
-                  uint64_t n = 0;
-                  const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-                  if (ec != std::errc{} || end != v->data() + v->size() || n > max) {
-                      return make_error(Code::invalid_argument,
-                                        fmt::format("query \"{}\": must be 0 to {}", name, max));
+                  if (!limit) {
+                      co_return limit.error();
                   }
-                  return std::optional<uint64_t>(n);
-              };
-              auto after = number("after", UINT64_MAX);
-              auto limit = number("limit", 1000);
-              if (!after) {
-                  co_return after.error();
-              }
-              if (!limit) {
-                  co_return limit.error();
-              }
-              q.after = after->value_or(0);
-              q.limit = limit->value_or(100);
-              if (q.limit == 0) {
-                  co_return make_error(Code::invalid_argument,
-                                       "query \"limit\": must be 1 to 1000");
-              }
-              if (auto since = c.query_value("since")) {
-                  q.since = parse_rfc3339(*since);
-                  if (!q.since) {
+                  q.after = after->value_or(0);
+                  q.limit = limit->value_or(100);
+                  if (q.limit == 0) {
                       co_return make_error(Code::invalid_argument,
-                                           "query \"since\": must be an RFC 3339 UTC time");
+                                           "query \"limit\": must be 1 to 1000");
                   }
-              }
-              if (auto agent = c.query_value("agent")) {
-                  auto id = agent_id_of(cc.registry, *agent);
-                  q.agent = id ? *id : *agent;  // a deleted agent's id still matches entries
-              }
-              q.service = c.query_value("service");
-              q.action = c.query_value("action");
-              auto page = cc.audit.list(q);
-              if (!page) {
-                  co_return page.error();
-              }
-              co_return Done{
-                  HttpStatus::ok, {{"entries", page->entries}, {"next", page->next}}, {}, {}};
-          }));
+                  if (auto since = c.query_value("since")) {
+                      q.since = parse_rfc3339(*since);
+                      if (!q.since) {
+                          co_return make_error(Code::invalid_argument,
+                                               "query \"since\": must be an RFC 3339 UTC time");
+                      }
+                  }
+                  if (auto agent = c.query_value("agent")) {
+                      auto id = agent_id_of(cc.registry, *agent);
+                      q.agent = id ? *id : *agent;  // a deleted agent's id still matches entries
+                  }
+                  q.service = c.query_value("service");
+                  q.action = c.query_value("action");
+                  auto page = cc.audit.list(q);
+                  if (!page) {
+                      co_return page.error();
+                  }
+                  co_return Done{
+                      HttpStatus::ok, {{"entries", page->entries}, {"next", page->next}}, {}, {}};
+              },
+              {"after", "since", "agent", "service", "action", "limit"}));
 
     r.add(verb::post, "/v1/audit/verify",
           action_route(cc, "audit.verify", [&](Ctx&) -> asio::awaitable<Result<Done>> {

@@ -1,5 +1,7 @@
 #include "daemon/control/json_body.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "daemon/util/strict_json.hpp"
@@ -34,6 +36,14 @@ Status check_name(std::string_view field, std::string_view v) {
     }
     if (v.front() == ' ' || v.back() == ' ') {
         return bad(field, "must not start or end with a space");
+    }
+    // Lookups take a name or an id, so a name shaped like an id could shadow another record.
+    const bool id_shaped = v.size() == 36 && v[8] == '-' && v[13] == '-' && v[18] == '-' &&
+                           v[23] == '-' && std::all_of(v.begin(), v.end(), [](char c) {
+                               return c == '-' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                           });
+    if (id_shaped) {
+        return bad(field, "must not look like an id");
     }
     return {};
 }
@@ -76,7 +86,7 @@ Result<JsonBody> JsonBody::parse(std::string_view body,
 
 const json* JsonBody::find(std::string_view field) const {
     const auto it = j_.find(field);
-    return it == j_.end() || it->is_null() ? nullptr : &*it;
+    return it == j_.end() ? nullptr : &*it;
 }
 
 bool JsonBody::has(std::string_view field) const {

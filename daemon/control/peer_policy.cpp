@@ -1,7 +1,7 @@
 #include "daemon/control/peer_policy.hpp"
 
+#include <algorithm>
 #include <grp.h>
-#include <pwd.h>
 #include <unistd.h>
 #include <vector>
 
@@ -35,28 +35,9 @@ bool PeerPolicy::allows(const http::Peer& peer) const {
     if (!gid_) {
         return false;
     }
-    if (peer.gid == static_cast<long>(*gid_)) {
-        return true;
-    }
-    // Supplementary groups: SO_PEERCRED carries only the primary gid, so ask the group
-    // database about the peer's user.
-    std::vector<char> buf(16384);
-    struct passwd pw {};
-    struct passwd* found = nullptr;
-    if (::getpwuid_r(static_cast<uid_t>(peer.uid), &pw, buf.data(), buf.size(), &found) != 0 ||
-        found == nullptr) {
-        return false;
-    }
-    int count = 64;
-    std::vector<gid_t> groups(static_cast<size_t>(count));
-    if (::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &count) < 0) {
-        groups.resize(static_cast<size_t>(count));
-        if (::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &count) < 0) {
-            return false;
-        }
-    }
-    groups.resize(static_cast<size_t>(count));
-    return std::find(groups.begin(), groups.end(), *gid_) != groups.end();
+    const long gid = static_cast<long>(*gid_);
+    return peer.gid == gid ||
+           std::find(peer.groups.begin(), peer.groups.end(), gid) != peer.groups.end();
 }
 
 }  // namespace agentgw

@@ -16,7 +16,8 @@ class PeerPolicy {
     // `group` empty: only the daemon's uid and root. Fails when the group does not exist.
     static Result<PeerPolicy> create(const std::string& group);
 
-    // Checked per connection, from SO_PEERCRED.
+    // Checked per connection, from SO_PEERCRED and SO_PEERGROUPS: the peer process's own
+    // primary and supplementary groups.
     bool allows(const http::Peer& peer) const;
 
     std::optional<gid_t> gid() const noexcept { return gid_; }

@@ -71,6 +71,7 @@ std::string_view scope_name(CredentialScope scope) noexcept {
 
 CredentialInput::~CredentialInput() {
     wipe(secret);
+    wipe(username);
     wipe(password);
     wipe(access_token);
     wipe(refresh_token);
@@ -101,7 +102,18 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
         }
     }
     const std::string key = record_key(in.service, in.scope, in.owner_id);
-    const Vault::WriteFn write = [&](WriteTxn& txn) {
+    const Vault::WriteFn write = [&](WriteTxn& txn) -> Status {
+        // The owner is checked again here, in the same transaction as the write: a user or
+        // agent deleted meanwhile must not be left holding a secret nothing will remove.
+        if (in.scope != CredentialScope::service) {
+            const Table owners = in.scope == CredentialScope::user ? Table::users : Table::agents;
+            TRY_ASSIGN(auto owner, txn.get(owners, in.owner_id));
+            if (!owner) {
+                return make_error(Code::not_found, fmt::format("the {} of this credential no "
+                                                               "longer exists",
+                                                               scope_name(in.scope)));
+            }
+        }
         return txn.put(Table::credentials, key, sealed_input);
     };
     const Status s = co_await async_write(vault_, write);

@@ -9,7 +9,8 @@ Response json_response(HttpStatus status, const nlohmann::json& body) {
     Response res{status, 11};
     res.set(beast_http::field::content_type, "application/json");
     res.set(beast_http::field::cache_control, "no-store");
-    res.body() = body.dump();
+    // Replace, not throw on, invalid UTF-8: messages may quote percent-decoded path text.
+    res.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     return res;
 }
 

@@ -18,10 +18,11 @@ namespace agentgw::http {
 
 // Who is on the other end of a connection.
 struct Peer {
-    bool local = false;   // true on the Unix socket
-    std::string address;  // "127.0.0.1:51234" or the socket path
-    long uid = -1;        // SO_PEERCRED uid on the Unix socket, else -1
-    long gid = -1;        // SO_PEERCRED primary gid, else -1
+    bool local = false;        // true on the Unix socket
+    std::string address;       // "127.0.0.1:51234" or the socket path
+    long uid = -1;             // SO_PEERCRED uid on the Unix socket, else -1
+    long gid = -1;             // SO_PEERCRED primary gid, else -1
+    std::vector<long> groups;  // SO_PEERGROUPS: the peer process's supplementary groups
     long pid = -1;
     bool authorized = true;  // false: each request is answered 403 and the connection closed
 };

@@ -1,8 +1,10 @@
 #include "daemon/http/server.hpp"
 
+#include <cerrno>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -292,6 +294,21 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
         if (!ec) {
             peer.uid = static_cast<long>(cred.get().uid);
             peer.gid = static_cast<long>(cred.get().gid);
+            // The groups the peer process holds right now (not what the group database
+            // says its user could have).
+            std::vector<gid_t> groups(64);
+            socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+            int rc = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERGROUPS, groups.data(),
+                                  &len);
+            if (rc != 0 && errno == ERANGE) {
+                groups.resize(len / sizeof(gid_t));
+                rc = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERGROUPS, groups.data(),
+                                  &len);
+            }
+            if (rc == 0) {
+                groups.resize(len / sizeof(gid_t));
+                peer.groups.assign(groups.begin(), groups.end());
+            }
             peer.pid = static_cast<long>(cred.get().pid);
         }
         // A refused peer still gets an answer (403), so its client can tell "denied" from

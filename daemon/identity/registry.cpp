@@ -403,7 +403,8 @@ boost::asio::awaitable<Result<IssuedKey>> Registry::rotate(const std::string& ag
         if (grace_secs > 0) {
             a.previous_key_hash = a.key_hash;
             a.previous_generation = a.generation;
-            a.previous_valid_until = now + grace_secs;
+            // Never past the old key's own expiry: a grace period must not revive it.
+            a.previous_valid_until = std::min(now + grace_secs, a.key_expires_at);
         } else {
             TRY(txn.erase(Table::agent_keys, a.key_hash));
             a.previous_key_hash.clear();

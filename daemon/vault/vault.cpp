@@ -97,6 +97,25 @@ Status ReadTxn::scan(Table table, std::string_view prefix,
     return failed;
 }
 
+Status ReadTxn::scan_from(Table table, std::string_view from,
+                          const std::function<bool(std::string_view, SecretBytes)>& fn) const {
+    TRY_ASSIGN(auto cursor, lmdb::Cursor::open(txn_, vault_.dbi(table)));
+    MDB_val k = lmdb::to_val(from);
+    MDB_val v{};
+    int rc = mdb_cursor_get(cursor.get(), &k, &v, from.empty() ? MDB_FIRST : MDB_SET_RANGE);
+    for (; rc == 0; rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT)) {
+        const std::string_view key = lmdb::view(k);
+        TRY_ASSIGN(auto plain, vault_.cipher_.open(table_name(table), key, lmdb::view(v)));
+        if (!fn(key, std::move(plain))) {
+            return {};
+        }
+    }
+    if (rc != MDB_NOTFOUND) {
+        return lmdb::error(rc, fmt::format("cannot scan {}", table_name(table)));
+    }
+    return {};
+}
+
 Status ReadTxn::scan_checked(
     Table table, std::string_view prefix,
     const std::function<bool(std::string_view, Result<SecretBytes>)>& fn) const {

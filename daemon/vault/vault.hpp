@@ -74,6 +74,10 @@ class ReadTxn {
         Table table, std::string_view prefix,
         const std::function<bool(std::string_view key, Result<SecretBytes> value)>& fn) const;
 
+    // Visits records from the first key >= `from`, in key order, until `fn` returns false.
+    Status scan_from(Table table, std::string_view from,
+                     const std::function<bool(std::string_view key, SecretBytes value)>& fn) const;
+
     Result<size_t> count(Table table) const;
 
   protected:

@@ -21,6 +21,7 @@ struct Fixture {
         REQUIRE(opened);
         vault = std::move(*opened);
         audit = std::make_unique<AuditLog>(*vault, clock);
+        REQUIRE(audit->init());
     }
 
     void record(const std::string& action, const std::string& target = "agent:a1") {
@@ -64,6 +65,11 @@ TEST_CASE("audit entries chain, list with filters and a cursor, and verify", "[a
     AuditQuery by_service;
     by_service.service = "openai";
     CHECK(f.audit->list(by_service)->entries.size() == 1);
+    by_service.service = "open";  // exact, not a substring
+    CHECK(f.audit->list(by_service)->entries.empty());
+    AuditQuery by_agent;
+    by_agent.agent = "a1";
+    CHECK(f.audit->list(by_agent)->entries.size() == 5);
     AuditQuery by_action;
     by_action.action = "agent.rotate";
     CHECK(f.audit->list(by_action)->entries.size() == 2);
@@ -125,4 +131,38 @@ TEST_CASE("a missing audit entry is named by verify", "[audit]") {
     REQUIRE(verified);
     CHECK_FALSE(verified->ok);
     CHECK(verified->broken_seq == 3);
+}
+
+TEST_CASE("a log cut short at its end fails verification", "[audit]") {
+    Fixture f;
+    for (int i = 0; i < 3; ++i) {
+        f.record("x");
+    }
+    f.flush();
+    REQUIRE(f.vault->write([](WriteTxn& txn) -> Status {
+        TRY(txn.erase(Table::audit, std::string("\0\0\0\0\0\0\0\3", 8)));
+        return {};
+    }));
+    auto cut = f.audit->verify();
+    REQUIRE(cut);
+    CHECK_FALSE(cut->ok);
+    CHECK(cut->broken_seq == 3);
+
+    // Removing the head as well does not hide it, nor does emptying the log entirely.
+    REQUIRE(f.vault->write([](WriteTxn& txn) -> Status {
+        TRY(txn.erase(Table::settings, "audit_head"));
+        return {};
+    }));
+    auto headless = f.audit->verify();
+    REQUIRE(headless);
+    CHECK_FALSE(headless->ok);
+    REQUIRE(f.vault->write([](WriteTxn& txn) -> Status {
+        for (const char last : {'\1', '\2'}) {
+            TRY(txn.erase(Table::audit, std::string("\0\0\0\0\0\0\0", 7) + last));
+        }
+        return {};
+    }));
+    auto emptied = f.audit->verify();
+    REQUIRE(emptied);
+    CHECK_FALSE(emptied->ok);
 }
