@@ -14,6 +14,15 @@
 
 namespace agentgw::test {
 
+// The services file the control and CLI tests give the daemon: openai and github.
+inline constexpr const char* k_test_services = R"({"services": [
+  {"id": "openai", "name": "OpenAI", "description": "LLM API",
+   "base_url": "https://api.openai.com", "auth": {"type": "bearer"},
+   "rate_limit": {"requests": 600, "window_secs": 60}},
+  {"id": "github", "name": "GitHub", "description": "Code hosting",
+   "base_url": "https://api.github.com", "auth": {"type": "header", "name": "X-Token"}}
+]})";
+
 struct RunningDaemon {
     std::unique_ptr<Child> child;
     std::string base_url;  // "http://127.0.0.1:PORT"

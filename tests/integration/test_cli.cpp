@@ -18,15 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The same services as test_control.cpp.
-constexpr const char* k_services = R"({"services": [
-  {"id": "openai", "name": "OpenAI", "description": "LLM API",
-   "base_url": "https://api.openai.com", "auth": {"type": "bearer"},
-   "rate_limit": {"requests": 600, "window_secs": 60}},
-  {"id": "github", "name": "GitHub", "description": "Code hosting",
-   "base_url": "https://api.github.com", "auth": {"type": "header", "name": "X-Token"}}
-]})";
-
 using Args = std::vector<std::string>;
 using Env = std::map<std::string, std::optional<std::string>>;
 
@@ -87,7 +78,7 @@ struct Gateway {
     std::string transcript;  // every CLI stdout and stderr, for the secret checks
 
     Gateway() {
-        write_file(dir / "services.json", k_services);
+        write_file(dir / "services.json", k_test_services);
         daemon = start_daemon(daemon_args(dir, {"--services", (dir / "services.json").string()}));
         socket = daemon.socket.string();
     }

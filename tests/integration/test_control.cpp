@@ -15,20 +15,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* k_services = R"({"services": [
-  {"id": "openai", "name": "OpenAI", "description": "LLM API",
-   "base_url": "https://api.openai.com", "auth": {"type": "bearer"},
-   "rate_limit": {"requests": 600, "window_secs": 60}},
-  {"id": "github", "name": "GitHub", "description": "Code hosting",
-   "base_url": "https://api.github.com", "auth": {"type": "header", "name": "X-Token"}}
-]})";
-
 struct Control {
     TempDir dir;
     RunningDaemon daemon;
 
     Control() {
-        write_file(dir / "services.json", k_services);
+        write_file(dir / "services.json", k_test_services);
         daemon = start_daemon(daemon_args(dir, {"--services", (dir / "services.json").string()}));
     }
 
@@ -334,7 +326,7 @@ TEST_CASE("services can be listed, shown and reloaded", "[control]") {
     CHECK(c.ok("GET", "/auth/services")["services"][0]["id"] == "only");
 
     // SIGHUP reloads too.
-    write_file(c.dir / "services.json", k_services);
+    write_file(c.dir / "services.json", k_test_services);
     c.daemon.child->signal(SIGHUP);
     REQUIRE(c.daemon.child->wait_for_stderr("loaded 2 service").has_value());
     CHECK(c.ok("GET", "/v1/services")["services"].size() == 2);
