@@ -18,6 +18,8 @@
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "common/version.hpp"
+#include "daemon/agent/agent_api.hpp"
+#include "daemon/agent/proxy.hpp"
 #include "daemon/audit/audit_log.hpp"
 #include "daemon/control/control_api.hpp"
 #include "daemon/control/peer_policy.hpp"
@@ -159,8 +161,23 @@ int run_daemon(DaemonConfig config) {
     const auto healthz = [](http::RequestContext&) -> asio::awaitable<http::Response> {
         co_return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
     };
+    RateLimiter limiter(clock);
+    Metrics metrics;
+    metrics.set_gauge_source(Metrics::Gauge::audit_queue_depth,
+                             [&vault] { return static_cast<double>(vault.queue_depth()); });
+    upstream::UpstreamClient upstream(ioc);
+    AgentApiContext agent_api_ctx{registry, credentials, audit,   services,
+                                  limiter,  metrics,     upstream};
     http::Router agent_routes;
-    agent_routes.add(verb::get, "/healthz", healthz);
+    add_agent_routes(agent_routes, agent_api_ctx);
+    server.set_observer([&metrics](const http::Request& req, unsigned status) {
+        // Label by route, never by raw path: label sets live as long as the process.
+        std::string_view path = req.target();
+        path = path.substr(0, path.find('?'));
+        const bool known =
+            path == "/healthz" || path == "/metrics" || path == "/login" || path == "/api";
+        metrics.count_request(known ? path : "other", status);
+    });
 
     ControlContext control{
         registry, credentials, audit, services, vault, [&] {
@@ -221,7 +238,21 @@ int run_daemon(DaemonConfig config) {
     };
     prune_audit();
 
-    auto bound = server.listen_tcp(*listen_at, agent_routes, http::Limits{});
+    // Forgotten keys (idle two windows) are dropped so the limiter's memory stays bounded.
+    asio::steady_timer sweep_timer(ioc);
+    std::function<void()> sweep_limits = [&] {
+        limiter.sweep();
+        sweep_timer.expires_after(std::chrono::minutes(1));
+        sweep_timer.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) {
+                sweep_limits();
+            }
+        });
+    };
+    sweep_limits();
+
+    auto bound =
+        server.listen_tcp(*listen_at, agent_routes, http::Limits{}, proxy_takeover(agent_api_ctx));
     if (!bound) {
         spdlog::error("{}", bound.error().message);
         return 1;
@@ -277,6 +308,7 @@ int run_daemon(DaemonConfig config) {
             spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
             signals.cancel();
             retention_timer.cancel();
+            sweep_timer.cancel();
             server.stop(config.drain);
         };
     signals.async_wait(on_signal);

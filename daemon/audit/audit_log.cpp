@@ -108,12 +108,12 @@ Status AuditLog::init() {
     });
 }
 
-Vault::WriteFn AuditLog::appender(AuditEvent event) const {
-    const int64_t now_ms = clock_.now_ms();
-    return [now_ms, event = std::move(event)](WriteTxn& txn) -> Status {
-        TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
-        const uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) + 1 : 1;
-        const std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
+Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
+    TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+    uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
+    std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
+    for (const auto& [now_ms, event] : events) {
+        ++seq;
         json entry = {{"seq", seq},
                       {"time", rfc3339(now_ms / 1000)},
                       {"time_ms", now_ms},
@@ -123,24 +123,46 @@ Vault::WriteFn AuditLog::appender(AuditEvent event) const {
                       {"outcome", event.outcome},
                       {"details", event.details},
                       {"prev", prev}};
-        entry["hash"] = chain_hash(prev, entry);
+        std::string hash = chain_hash(prev, entry);
+        entry["hash"] = hash;
         TRY(txn.insert(Table::audit, seq_key(seq),
                        entry.dump(-1, ' ', false, json::error_handler_t::replace)));
-        return txn.put(Table::settings, k_head_key,
-                       json{{"seq", seq}, {"hash", entry["hash"]}}.dump());
-    };
+        prev = std::move(hash);
+    }
+    return txn.put(Table::settings, k_head_key, json{{"seq", seq}, {"hash", prev}}.dump());
 }
 
 void AuditLog::record(AuditEvent event) {
-    vault_.submit(appender(std::move(event)), [](Status s) {
+    bool first = false;
+    {
+        const std::lock_guard lock(pending_->mutex);
+        first = pending_->events.empty();
+        pending_->events.push_back({clock_.now_ms(), std::move(event)});
+    }
+    if (!first) {
+        return;  // the write already queued will take this event too
+    }
+    // A write may run again after the map grows, so the events it took stay with it.
+    auto taken = std::make_shared<std::optional<std::vector<Stamped>>>();
+    Vault::WriteFn write = [pending = pending_, taken](WriteTxn& txn) -> Status {
+        if (!*taken) {
+            const std::lock_guard lock(pending->mutex);
+            taken->emplace();
+            std::swap(**taken, pending->events);
+        }
+        return append_all(txn, **taken);
+    };
+    vault_.submit(std::move(write), [taken](Status s) {
         if (!s) {
-            spdlog::error("cannot append to the audit log: {}", s.error().message);
+            spdlog::error("cannot append {} event(s) to the audit log: {}",
+                          *taken ? (*taken)->size() : 0, s.error().message);
         }
     });
 }
 
 boost::asio::awaitable<Status> AuditLog::append(const AuditEvent& event) {
-    const Vault::WriteFn write = appender(event);
+    const std::vector<Stamped> events{{clock_.now_ms(), event}};
+    const Vault::WriteFn write = [&events](WriteTxn& txn) { return append_all(txn, events); };
     Status s = co_await async_write(vault_, write);
     if (!s) {
         spdlog::error("cannot append to the audit log: {}", s.error().message);

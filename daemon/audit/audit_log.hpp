@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -57,8 +59,8 @@ class AuditLog {
     // that a log emptied together with its head is reported as broken, not as empty.
     Status init();
 
-    // Appends the event (time and chain are filled in on the writer thread). Failures are
-    // logged, never thrown at the caller.
+    // Appends the event (time and chain are filled in on the writer thread), together with
+    // whatever else was recorded meanwhile. Failures are logged, never thrown at the caller.
     void record(AuditEvent event);
 
     // The same, awaited: resumes once the entry is durable (the coroutine waits, the thread
@@ -80,12 +82,24 @@ class AuditLog {
     Result<std::pair<uint64_t, uint64_t>> head() const;
 
   private:
-    // The write that appends `event` at the end of the chain, read from the transaction itself
+    struct Stamped {
+        int64_t time_ms;
+        AuditEvent event;
+    };
+    // The write that appends `events` at the end of the chain, read from the transaction itself
     // (so it stays right when a batch is retried after the map grows).
-    Vault::WriteFn appender(AuditEvent event) const;
+    static Status append_all(WriteTxn& txn, const std::vector<Stamped>& events);
 
     Vault& vault_;
     const Clock& clock_;
+    // record()'s events not yet taken by a write: the first one queues a write, which takes
+    // every event recorded until it runs, so a burst costs one write request. Shared with the
+    // queued write, which may run after the log is gone (the vault drains its queue on close).
+    struct Pending {
+        std::mutex mutex;
+        std::vector<Stamped> events;
+    };
+    std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();
 };
 
 }  // namespace agentgw

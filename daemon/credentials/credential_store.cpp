@@ -142,6 +142,57 @@ Result<std::vector<CredentialInfo>> CredentialStore::list() const {
     return out;
 }
 
+ResolvedCredential::~ResolvedCredential() {
+    wipe(secret);
+    wipe(username);
+    wipe(password);
+    wipe(access_token);
+}
+
+Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
+    std::string_view service, std::string_view user_id, std::string_view agent_id) const {
+    std::unique_ptr<ResolvedCredential> out;
+    TRY(vault_.read([&](const ReadTxn& txn) -> Status {
+        const std::pair<CredentialScope, std::string_view> order[] = {
+            {CredentialScope::agent, agent_id},
+            {CredentialScope::user, user_id},
+            {CredentialScope::service, {}},
+        };
+        for (const auto& [scope, owner] : order) {
+            TRY_ASSIGN(auto bytes, txn.get(Table::credentials, record_key(service, scope, owner)));
+            if (!bytes) {
+                continue;
+            }
+            json j = json::parse(as_view(*bytes), nullptr, false);
+            if (!j.is_object()) {
+                return make_error(Code::corrupt, "a stored credential is malformed");
+            }
+            out = std::make_unique<ResolvedCredential>();
+            out->scope = scope;
+            out->type = j.value("type", "");
+            out->expires_at = j.value("expires_at", int64_t{0});
+            for (auto& [name, field] :
+                 {std::pair<const char*, std::string*>{"secret", &out->secret},
+                  {"username", &out->username},
+                  {"password", &out->password},
+                  {"access_token", &out->access_token}}) {
+                if (auto it = j.find(name); it != j.end() && it->is_string()) {
+                    *field = it->get<std::string>();
+                }
+            }
+            // The parsed tree held copies of the secrets too.
+            for (auto& [name, value] : j.items()) {
+                if (value.is_string()) {
+                    wipe(value.get_ref<std::string&>());
+                }
+            }
+            return {};
+        }
+        return {};
+    }));
+    return out;
+}
+
 boost::asio::awaitable<Status> CredentialStore::remove(const std::string& service,
                                                        CredentialScope scope,
                                                        const std::string& owner_id) {

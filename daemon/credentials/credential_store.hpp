@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,22 @@ struct CredentialInfo {
     int64_t updated_at = 0;
 };
 
+// A stored credential opened for injection. Its secret fields are wiped when it is destroyed.
+struct ResolvedCredential {
+    CredentialScope scope = CredentialScope::service;
+    std::string type;
+    std::string secret;  // api_key and client_secret
+    std::string username;
+    std::string password;
+    std::string access_token;
+    int64_t expires_at = 0;
+
+    ResolvedCredential() = default;
+    ResolvedCredential(const ResolvedCredential&) = delete;
+    ResolvedCredential& operator=(const ResolvedCredential&) = delete;
+    ~ResolvedCredential();
+};
+
 class CredentialStore {
   public:
     CredentialStore(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
@@ -49,6 +66,11 @@ class CredentialStore {
     // Stores (or replaces) a credential; the input must already be validated.
     boost::asio::awaitable<Result<CredentialInfo>> set(const CredentialInput& input);
     Result<std::vector<CredentialInfo>> list() const;
+    // The credential the proxy injects for `service` on behalf of an agent: the agent's own,
+    // else its user's, else the service-wide one (SPEC §2). nullptr when none is stored.
+    Result<std::unique_ptr<ResolvedCredential>> resolve(std::string_view service,
+                                                        std::string_view user_id,
+                                                        std::string_view agent_id) const;
     // Code::not_found when there is no such credential.
     boost::asio::awaitable<Status> remove(const std::string& service, CredentialScope scope,
                                           const std::string& owner_id);

@@ -86,6 +86,29 @@ void log_failure(const std::exception_ptr& e) {
     }
 }
 
+// What a client may send beyond one request's header while that request is served.
+constexpr size_t k_pipeline_slack = 64 * 1024;
+
+// Refusals that need only the header: RFC 9112 §6.3 (a Transfer-Encoding Beast does not
+// decode would be read as an empty body, letting the rest pass as a second request) and
+// header values carrying CR, LF or NUL.
+std::optional<Response> check_header(const Request::header_type& h) {
+    if (h.count(beast_http::field::transfer_encoding) != 0) {
+        const auto te = h[beast_http::field::transfer_encoding];
+        if (!beast::iequals(te, "chunked")) {
+            return error_response(HttpStatus::bad_request, "bad_request",
+                                  "unsupported Transfer-Encoding");
+        }
+    }
+    for (const auto& field : h) {
+        if (field.value().find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+            return error_response(HttpStatus::bad_request, "bad_request",
+                                  "a header value holds CR, LF or NUL");
+        }
+    }
+    return std::nullopt;
+}
+
 bool is_disconnect(const beast::error_code& ec) {
     return ec == beast_http::error::end_of_stream || ec == beast::error::timeout ||
            ec == asio::error::operation_aborted || ec == asio::error::eof ||
@@ -94,6 +117,10 @@ bool is_disconnect(const beast::error_code& ec) {
 
 }  // namespace
 
+bool expects_continue(const Request::header_type& h) {
+    return beast::iequals(h[beast_http::field::expect], "100-continue");
+}
+
 Server::~Server() {
     if (!socket_path_.empty()) {
         ::unlink(socket_path_.c_str());
@@ -101,8 +128,8 @@ Server::~Server() {
 }
 
 template <typename Stream>
-asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& router,
-                                      Limits limits) {
+asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& router, Limits limits,
+                                      const Takeover* takeover) {
     Connection self;
     self.close = [&stream] {
         beast::error_code ignored;
@@ -116,48 +143,84 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         ~Forget() { server->forget(c); }
     } forget_on_exit{this, &self};
 
-    beast::flat_buffer buffer;
+    // Bounded pipelining: requests are served one at a time, and what a client sends ahead
+    // waits in this buffer, which cannot grow past the limit (the read fails instead).
+    beast::flat_buffer buffer(limits.header_limit + k_pipeline_slack);
     while (!stopping_) {
-        beast_http::request_parser<beast_http::string_body> parser;
-        parser.header_limit(static_cast<std::uint32_t>(limits.header_limit));
-        parser.body_limit(limits.body_limit);
+        beast_http::request_parser<beast_http::empty_body> head;
+        head.header_limit(static_cast<std::uint32_t>(limits.header_limit));
+        head.body_limit(boost::none);  // the right limit is known once the route is
         stream.expires_after(limits.read_timeout);
 
         self.idle = true;
-        auto [ec, _] = co_await beast_http::async_read_header(stream, buffer, parser, k_tuple);
+        auto [ec, _] = co_await beast_http::async_read_header(stream, buffer, head, k_tuple);
         self.idle = false;
-        std::optional<Response> early;
-        if (!ec && parser.get().count(beast_http::field::transfer_encoding) != 0 &&
-            !parser.chunked()) {
-            // Beast reads a non-chunked Transfer-Encoding as an empty body, which would let the
-            // rest be parsed as a second request (RFC 9112 §6.3 demands 400 and close).
-            early = error_response(HttpStatus::bad_request, "bad_request",
-                                   "unsupported Transfer-Encoding");
-        } else if (!ec) {
-            std::tie(ec, std::ignore) =
-                co_await beast_http::async_read(stream, buffer, parser, k_tuple);
-        }
-        if (ec && is_disconnect(ec) && !parser.got_some()) {
+        if (ec && (is_disconnect(ec) || ec == beast::error::timeout) && !head.got_some()) {
             break;
         }
         if (ec && (ec == beast::error::timeout || ec == asio::error::operation_aborted)) {
             break;
         }
-        if (ec && !early) {
+        std::optional<Response> early;
+        if (ec) {
             early = protocol_error(ec);
-        }
-        if (!early && !peer.authorized) {
+        } else if (auto refusal = check_header(head.get())) {
+            early = std::move(refusal);
+        } else if (!peer.authorized) {
             early = error_response(HttpStatus::forbidden, "forbidden",
                                    fmt::format("uid {} may not use this socket", peer.uid));
+        }
+
+        if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+            if (!early && takeover != nullptr &&
+                head.get().target().starts_with(takeover->prefix)) {
+                Exchange exchange{stream, buffer, head, peer, limits};
+                const bool again = co_await takeover->handler(exchange);
+                if (!again || stopping_) {
+                    break;
+                }
+                continue;
+            }
+        }
+
+        std::optional<beast_http::request_parser<beast_http::string_body>> full;
+        if (!early) {
+            full.emplace(std::move(head));
+            full->body_limit(limits.body_limit);
+            const auto length = full->content_length();
+            if (length && *length > limits.body_limit) {
+                early = protocol_error(beast_http::error::body_limit);
+            }
+        }
+        if (!early && !full->is_done()) {
+            if (expects_continue(full->get())) {
+                beast_http::response<beast_http::empty_body> go_on{HttpStatus::continue_, 11};
+                std::tie(ec, std::ignore) =
+                    co_await beast_http::async_write(stream, go_on, k_tuple);
+            }
+            if (!ec) {
+                std::tie(ec, std::ignore) =
+                    co_await beast_http::async_read(stream, buffer, *full, k_tuple);
+            }
+            if (ec && (ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+                       is_disconnect(ec))) {
+                break;
+            }
+            if (ec) {
+                early = protocol_error(ec);
+            }
         }
         // (Not a conditional expression: GCC 12 miscompiles co_await inside ?:.)
         Response res;
         if (early) {
             res = std::move(*early);
         } else {
-            res = co_await router.dispatch(parser.get(), peer);
+            res = co_await router.dispatch(full->get(), peer);
+            if (observer_ && !peer.local) {
+                observer_(full->get(), res.result_int());
+            }
         }
-        const bool keep_alive = !early && parser.get().keep_alive() && !stopping_;
+        const bool keep_alive = !early && full->get().keep_alive() && !stopping_;
         res.version(11);
         res.keep_alive(keep_alive);
         res.set(beast_http::field::server, "agentgwd");
@@ -196,7 +259,7 @@ void Server::forget(Connection* c) {
 }
 
 Result<tcp::endpoint> Server::listen_tcp(const tcp::endpoint& at, const Router& router,
-                                         Limits limits) {
+                                         Limits limits, std::optional<Takeover> takeover) {
     auto acceptor = std::make_unique<tcp::acceptor>(ioc_);
     beast::error_code ec;
     acceptor->open(at.protocol(), ec);
@@ -216,13 +279,16 @@ Result<tcp::endpoint> Server::listen_tcp(const tcp::endpoint& at, const Router& 
     }
     const tcp::endpoint bound = acceptor->local_endpoint();
     tcp_acceptor_ = std::move(acceptor);
+    takeover_ = std::move(takeover);
     auto on_accept = [this](tcp::socket socket, const Router& r, Limits l) {
         Peer peer;
         beast::error_code ignored;
         const auto remote = socket.remote_endpoint(ignored);
         peer.address = fmt::format("{}:{}", remote.address().to_string(), remote.port());
         socket.set_option(tcp::no_delay(true), ignored);
-        asio::co_spawn(ioc_, session(beast::tcp_stream(std::move(socket)), std::move(peer), r, l),
+        asio::co_spawn(ioc_,
+                       session(beast::tcp_stream(std::move(socket)), std::move(peer), r, l,
+                               takeover_ ? &*takeover_ : nullptr),
                        log_failure);
     };
     asio::co_spawn(ioc_, accept_loop(*tcp_acceptor_, router, limits, on_accept), log_failure);
@@ -318,7 +384,8 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
             spdlog::warn("refusing control connection from uid {} pid {}", peer.uid, peer.pid);
         }
         asio::co_spawn(
-            ioc_, session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l),
+            ioc_,
+            session(beast::basic_stream<local>(std::move(socket)), std::move(peer), r, l, nullptr),
             log_failure);
     };
     asio::co_spawn(ioc_, accept_loop(*unix_acceptor_, router, limits, on_accept), log_failure);

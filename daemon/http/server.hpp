@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -18,6 +19,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
 
 #include "common/result.hpp"
 #include "daemon/http/router.hpp"
@@ -33,6 +38,30 @@ struct Limits {
 // Decides whether a Unix-socket peer may talk to the control API at all.
 using PeerCheck = std::function<bool(const Peer&)>;
 
+// A request that takes over its connection once its header is read: the handler reads the body
+// (if any) and writes the whole response itself, so both can stream (the proxy).
+struct Exchange {
+    boost::beast::tcp_stream& stream;
+    boost::beast::flat_buffer& buffer;
+    beast_http::request_parser<beast_http::empty_body>& parser;  // header read, body not yet
+    const Peer& peer;
+    const Limits& limits;
+};
+// Returns whether the connection may carry another request.
+using ExchangeHandler = std::function<boost::asio::awaitable<bool>(Exchange&)>;
+
+// Requests whose target starts with `prefix` go to `handler` instead of the router.
+struct Takeover {
+    std::string prefix;
+    ExchangeHandler handler;
+};
+
+// Whether the request asks for "100 Continue" before it sends its body.
+bool expects_continue(const Request::header_type& header);
+
+// Told about every response the TCP listener's router produced (not those of a Takeover).
+using ResponseObserver = std::function<void(const Request&, unsigned status)>;
+
 class Server {
   public:
     explicit Server(boost::asio::io_context& ioc) : ioc_(ioc), drain_timer_(ioc) {}
@@ -42,8 +71,12 @@ class Server {
 
     // Binds and starts accepting; returns the bound endpoint (port 0 picks a free port).
     // `router` must outlive the server.
+    // With `takeover`, requests under its prefix are handed the connection (see Takeover).
     Result<boost::asio::ip::tcp::endpoint> listen_tcp(const boost::asio::ip::tcp::endpoint& at,
-                                                      const Router& router, Limits limits);
+                                                      const Router& router, Limits limits,
+                                                      std::optional<Takeover> takeover = {});
+
+    void set_observer(ResponseObserver observer) { observer_ = std::move(observer); }
 
     // Binds a Unix socket at `path` with mode 0660. Its directory is created 0750 when absent
     // and refused when looser. A leftover socket nobody answers on is replaced; a live one
@@ -62,7 +95,7 @@ class Server {
     };
     template <typename Stream>
     boost::asio::awaitable<void> session(Stream stream, Peer peer, const Router& router,
-                                         Limits limits);
+                                         Limits limits, const Takeover* takeover);
     template <typename Acceptor, typename Accepted>
     boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, const Router& router,
                                              Limits limits, Accepted on_accept);
@@ -72,6 +105,8 @@ class Server {
     std::unique_ptr<boost::asio::ip::tcp::acceptor> tcp_acceptor_;
     std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix_acceptor_;
     std::filesystem::path socket_path_;
+    std::optional<Takeover> takeover_;
+    ResponseObserver observer_;
     std::set<Connection*> connections_;
     boost::asio::steady_timer drain_timer_;
     bool stopping_ = false;

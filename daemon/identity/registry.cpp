@@ -266,6 +266,66 @@ Result<std::vector<User>> Registry::list_users() const {
     return out;
 }
 
+namespace {
+// Bounds on the caches; past them a cache starts over (a miss costs one vault read).
+constexpr size_t k_max_cached_agents = 4096;
+constexpr size_t k_max_cached_sessions = 16384;
+}  // namespace
+
+boost::asio::awaitable<Status> Registry::commit(const Vault::WriteFn& write) {
+    Status s = co_await async_write(vault_, write);
+    version_.fetch_add(1);
+    co_return s;
+}
+
+Result<Agent> Registry::agent_by_id(std::string_view id) const {
+    // The version is read before the vault: an entry read before a write commits is stale
+    // once that write bumps the version.
+    const uint64_t version = version_.load();
+    {
+        const std::lock_guard lock(cache_mutex_);
+        if (auto it = agents_.find(std::string(id));
+            it != agents_.end() && it->second.version == version) {
+            return it->second.agent;
+        }
+    }
+    auto agent = find_agent(id);
+    if (agent && agent->id == id) {
+        const std::lock_guard lock(cache_mutex_);
+        if (agents_.size() >= k_max_cached_agents) {
+            agents_.clear();
+        }
+        agents_.insert_or_assign(agent->id, CachedAgent{version, *agent});
+    }
+    return agent;
+}
+
+Result<SessionClaims> Registry::session_claims(std::string_view token, int64_t now) const {
+    unsigned char digest[32];
+    crypto_generichash(digest, sizeof digest, reinterpret_cast<const unsigned char*>(token.data()),
+                       token.size(), nullptr, 0);
+    const std::string key(reinterpret_cast<const char*>(digest), sizeof digest);
+    {
+        const std::lock_guard lock(cache_mutex_);
+        if (auto it = sessions_.find(key); it != sessions_.end()) {
+            const SessionClaims& c = it->second;
+            if (now < c.exp && c.nbf <= now) {
+                return c;
+            }
+            sessions_.erase(it);  // near or past its edges: let full verification decide
+        }
+    }
+    auto claims = verify_session(token, keyring_, now);
+    if (claims) {
+        const std::lock_guard lock(cache_mutex_);
+        if (sessions_.size() >= k_max_cached_sessions) {
+            sessions_.clear();
+        }
+        sessions_.insert_or_assign(key, *claims);
+    }
+    return claims;
+}
+
 Result<Agent> Registry::find_agent(std::string_view name_or_id) const {
     std::optional<Agent> agent;
     TRY(vault_.read([&](const ReadTxn& txn) -> Status {
@@ -313,7 +373,7 @@ boost::asio::awaitable<Result<User>> Registry::create_user(const std::string& us
         }
         return txn.insert(Table::users, user.id, to_json(user).dump());
     };
-    const Status s = co_await async_write(vault_, write);
+    const Status s = co_await commit(write);
     if (!s) {
         co_return s.error();
     }
@@ -341,7 +401,7 @@ boost::asio::awaitable<Status> Registry::delete_user(const std::string& user_id)
         TRY(txn.erase(Table::user_names, user->username));
         return CredentialStore::remove_owned(txn, user->id);
     };
-    co_return co_await async_write(vault_, write);
+    co_return co_await commit(write);
 }
 
 boost::asio::awaitable<Result<IssuedKey>> Registry::create_agent(const NewAgent& spec) {
@@ -377,7 +437,7 @@ boost::asio::awaitable<Result<IssuedKey>> Registry::create_agent(const NewAgent&
         TRY(txn.insert(Table::agent_keys, a.key_hash, a.id));
         return txn.insert(Table::agents, a.id, to_json(a).dump());
     };
-    const Status s = co_await async_write(vault_, write);
+    const Status s = co_await commit(write);
     if (!s) {
         co_return s.error();
     }
@@ -419,7 +479,7 @@ boost::asio::awaitable<Result<IssuedKey>> Registry::rotate(const std::string& ag
         issued.agent = std::move(a);
         return {};
     };
-    const Status s = co_await async_write(vault_, write);
+    const Status s = co_await commit(write);
     if (!s) {
         co_return s.error();
     }
@@ -440,7 +500,7 @@ boost::asio::awaitable<Result<Agent>> Registry::update_agent(
         updated = std::move(*found);
         return {};
     };
-    const Status s = co_await async_write(vault_, write);
+    const Status s = co_await commit(write);
     if (!s) {
         co_return s.error();
     }
@@ -461,12 +521,13 @@ boost::asio::awaitable<Status> Registry::delete_agent(const std::string& agent_i
         }
         return CredentialStore::remove_owned(txn, found->id);
     };
-    co_return co_await async_write(vault_, write);
+    co_return co_await commit(write);
 }
 
 std::variant<Agent, AuthError> Registry::check_agent_state(Agent agent) const {
     if (!agent.enabled) {
-        return AuthError{AuthFailure::disabled, fmt::format("agent {} is disabled", agent.name)};
+        return AuthError{AuthFailure::disabled, fmt::format("agent {} is disabled", agent.name),
+                         agent.id};
     }
     return agent;
 }
@@ -477,15 +538,19 @@ std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_k
         return invalid;
     }
     const std::string hash = hash_key(vault_, api_key);
-    std::optional<Agent> agent;
+    std::string agent_id;
     const Status s = vault_.read([&](const ReadTxn& txn) -> Status {
         TRY_ASSIGN(auto id, txn.get(Table::agent_keys, hash));
         if (id) {
-            TRY_ASSIGN(agent, read_agent(txn, as_view(*id)));
+            agent_id = std::string(as_view(*id));
         }
         return {};
     });
-    if (!s || !agent) {
+    if (!s || agent_id.empty()) {
+        return invalid;
+    }
+    auto agent = agent_by_id(agent_id);
+    if (!agent) {
         return invalid;
     }
     const int64_t now = clock_.now_secs();
@@ -495,7 +560,7 @@ std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_k
     };
     if (matches(agent->key_hash)) {
         if (now >= agent->key_expires_at) {
-            return AuthError{AuthFailure::key_expired, "API key expired; rotate it"};
+            return AuthError{AuthFailure::key_expired, "API key expired; rotate it", agent->id};
         }
         return check_agent_state(std::move(*agent));
     }
@@ -507,13 +572,13 @@ std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_k
 
 std::variant<Agent, AuthError> Registry::authenticate_session(std::string_view token) const {
     const int64_t now = clock_.now_secs();
-    auto claims = verify_session(token, keyring_, now);
+    auto claims = session_claims(token, now);
     if (!claims) {
         return AuthError{is_session_expired(claims.error()) ? AuthFailure::session_expired
                                                             : AuthFailure::unauthorized,
                          claims.error().message};
     }
-    auto agent = find_agent(claims->sub);
+    auto agent = agent_by_id(claims->sub);
     if (!agent || agent->id != claims->sub) {
         return AuthError{AuthFailure::unauthorized, "the session's agent no longer exists"};
     }

@@ -3,10 +3,13 @@
 // authentication functions are the ones the agent API uses. Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -81,6 +84,8 @@ enum class AuthFailure { unauthorized, session_expired, key_expired, disabled };
 struct AuthError {
     AuthFailure failure;
     std::string message;
+    // key_expired and disabled: the agent the credential did belong to.
+    std::string agent_id = {};
 };
 
 class Registry {
@@ -125,10 +130,29 @@ class Registry {
   private:
     std::variant<Agent, AuthError> check_agent_state(Agent agent) const;
 
+    // Every write goes through here: once it is durable, the agent cache is out of date.
+    boost::asio::awaitable<Status> commit(const Vault::WriteFn& write);
+    // The agent with this id, from the cache while no write has happened since it was read.
+    Result<Agent> agent_by_id(std::string_view id) const;
+    // The claims of a session, from the cache when it verified before and is inside its
+    // validity; otherwise verified in full.
+    Result<SessionClaims> session_claims(std::string_view token, int64_t now) const;
+
     Vault& vault_;
     const Clock& clock_;
     SessionKeyring keyring_;
     int64_t session_ttl_;
+
+    // Caches for the agent API's hot path (a session and an agent record per request). Entries
+    // hold no secret: agents carry key hashes only, and sessions are keyed by their BLAKE2b.
+    struct CachedAgent {
+        uint64_t version;
+        Agent agent;
+    };
+    std::atomic<uint64_t> version_{0};
+    mutable std::mutex cache_mutex_;  // guards the two maps
+    mutable std::unordered_map<std::string, CachedAgent> agents_;
+    mutable std::unordered_map<std::string, SessionClaims> sessions_;
 };
 
 std::string new_id();

@@ -152,6 +152,8 @@ class Vault {
     const RecordCipher& cipher() const noexcept { return cipher_; }
     const std::filesystem::path& dir() const noexcept { return lock_.dir(); }
     VaultStats stats() const;
+    // Write requests queued for the writer and not yet picked up.
+    size_t queue_depth() const;
 
   private:
     friend class ReadTxn;
@@ -182,7 +184,7 @@ class Vault {
     // mdb_env_set_mapsize only when no transaction is active in the process.
     mutable std::shared_mutex resize_mutex_;
 
-    std::mutex queue_mutex_;  // guards queue_ and stopping_
+    mutable std::mutex queue_mutex_;  // guards queue_ and stopping_
     std::condition_variable queue_cv_;
     std::deque<Request> queue_;
     bool stopping_ = false;

@@ -12,6 +12,7 @@ class FakeClock final : public Clock {
     explicit FakeClock(int64_t start_secs = 1'800'000'000) : ms_(start_secs * 1000) {}
     int64_t now_ms() const override { return ms_.load(); }
     void advance_secs(int64_t secs) { ms_ += secs * 1000; }
+    void advance_ms(int64_t ms) { ms_ += ms; }
 
   private:
     std::atomic<int64_t> ms_;

@@ -170,9 +170,9 @@ std::optional<std::string> Child::read_stdout_line(std::chrono::milliseconds tim
             return std::nullopt;
         }
         const size_t before = out_.size();
-        pump(std::min(left, 50ms));
-        if (out_.size() == before && status_) {
-            return std::nullopt;
+        const bool open = pump(std::min(left, 50ms));
+        if (out_.size() == before && (status_ || !open)) {
+            return std::nullopt;  // end of output
         }
     }
 }

@@ -1,0 +1,644 @@
+#include "daemon/agent/proxy.hpp"
+
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <set>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+#include <fmt/format.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+namespace agentgw {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace beast_http = boost::beast::http;
+using http::HttpStatus;
+using http::Response;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto k_tuple = asio::as_tuple(asio::use_awaitable);
+
+// What the stages learn about one request as it passes through them.
+struct Call {
+    const beast_http::request<beast_http::empty_body>& req;  // the header; no body read yet
+    std::string method;
+    std::string service_id;
+    std::string upstream_path;  // below the base URL, percent-encoded as the agent sent it
+    std::string match_path;     // the same, decoded: what grants and allow rules see
+    std::string query;          // encoded, without '?'
+    std::optional<Agent> agent;
+    std::shared_ptr<const ServiceCatalog> catalog;
+    const Service* service = nullptr;
+    std::optional<RateLimitState> limit;  // for the RateLimit-* headers
+    std::unique_ptr<ResolvedCredential> credential;
+};
+
+// A stage either lets the request continue (nullopt) or answers it.
+using Stage = std::optional<Response> (*)(AgentApiContext&, Call&);
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) {
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return out;
+}
+
+void wipe(std::string& s) {
+    if (!s.empty()) {
+        sodium_memzero(s.data(), s.size());
+    }
+}
+
+Response bad_request(std::string_view message) {
+    return http::error_response(HttpStatus::bad_request, "bad_request", message);
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) plus those the Connection header names.
+class HopByHop {
+  public:
+    explicit HopByHop(std::string_view connection) {
+        size_t start = 0;
+        while (start <= connection.size()) {
+            const size_t end = std::min(connection.find(',', start), connection.size());
+            std::string_view token = connection.substr(start, end - start);
+            while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
+                token.remove_prefix(1);
+            }
+            while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) {
+                token.remove_suffix(1);
+            }
+            if (!token.empty()) {
+                named_.insert(lower(token));
+            }
+            start = end + 1;
+        }
+    }
+    // `name` is lower case.
+    bool contains(const std::string& name) const {
+        static const std::set<std::string, std::less<>> k_fixed = {
+            "connection", "keep-alive",        "te",      "trailer",
+            "upgrade",    "transfer-encoding", "trailers"};
+        return k_fixed.contains(name) || name.starts_with("proxy-") || named_.contains(name);
+    }
+
+  private:
+    std::set<std::string, std::less<>> named_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Stages, in order.
+
+// The path below /api/{service}: dot-segments, encoded slashes and backslashes could climb
+// out of the service's base path at the upstream, so they are refused rather than resolved.
+std::optional<Response> parse_target(AgentApiContext&, Call& call) {
+    if (call.req.method() == beast_http::verb::connect) {
+        return bad_request("CONNECT is not supported");
+    }
+    const auto url = boost::urls::parse_origin_form(call.req.target());
+    if (!url) {
+        return bad_request("request target is not a valid origin-form URL");
+    }
+    const auto segments = url->encoded_segments();
+    auto it = segments.begin();
+    if (it == segments.end() || ++it == segments.end() || (*it).empty()) {
+        return http::error_response(HttpStatus::not_found, "not_found",
+                                    "name a service: /api/{service}/...");
+    }
+    call.service_id = (*it).decode();
+    for (++it; it != segments.end(); ++it) {
+        const std::string_view encoded = *it;
+        const std::string lowered = lower(encoded);
+        if (lowered.find("%2f") != std::string::npos || lowered.find("%5c") != std::string::npos ||
+            encoded.find('\\') != std::string_view::npos) {
+            return bad_request("encoded slashes and backslashes are not allowed in the path");
+        }
+        const std::string decoded = (*it).decode();
+        if (decoded == "." || decoded == "..") {
+            return bad_request("dot-segments are not allowed in the path");
+        }
+        if (decoded.find('\0') != std::string::npos) {
+            return bad_request("the path holds a NUL byte");
+        }
+        call.upstream_path.append("/").append(encoded);
+        call.match_path.append("/").append(decoded);
+    }
+    if (call.match_path.empty()) {
+        call.match_path = "/";
+    }
+    if (url->has_query()) {
+        call.query = url->encoded_query();
+    }
+    call.method = std::string(call.req.method_string());
+    return std::nullopt;
+}
+
+std::optional<Response> authenticate_caller(AgentApiContext& ctx, Call& call) {
+    auto who = authenticate(ctx, call.req);
+    if (auto* refusal = std::get_if<Response>(&who)) {
+        return std::move(*refusal);
+    }
+    call.agent = std::get<Agent>(std::move(who));
+    call.limit = standing_limit(ctx, *call.agent);  // until the rate-limit stage counts it
+    return std::nullopt;
+}
+
+std::optional<Response> find_service(AgentApiContext& ctx, Call& call) {
+    call.catalog = ctx.services.current();
+    call.service = call.catalog->find(call.service_id);
+    if (call.service == nullptr) {
+        return http::error_response(HttpStatus::not_found, "not_found",
+                                    fmt::format("no service named \"{}\"", call.service_id));
+    }
+    return std::nullopt;
+}
+
+std::optional<Response> check_grant(AgentApiContext&, Call& call) {
+    const Service& service = *call.service;
+    const Grant* grant = call.agent->grant_for(service.id);
+    auto deny = [&](std::string message) {
+        return http::error_response(HttpStatus::forbidden, "service_not_allowed", message);
+    };
+    if (grant == nullptr) {
+        return deny(fmt::format("agent {} may not use service {}", call.agent->name, service.id));
+    }
+    const bool method_ok =
+        grant->methods.empty() ||
+        std::any_of(grant->methods.begin(), grant->methods.end(),
+                    [&](const std::string& m) { return m == "*" || m == call.method; });
+    const bool path_ok =
+        grant->paths.empty() ||
+        std::any_of(grant->paths.begin(), grant->paths.end(),
+                    [&](const std::string& p) { return glob_match(p, call.match_path); });
+    if (!method_ok || !path_ok) {
+        return deny(fmt::format("agent {} may not {} {} on service {}", call.agent->name,
+                                call.method, call.match_path, service.id));
+    }
+    if (!service.allows(call.method, call.match_path)) {
+        return deny(fmt::format("service {} does not allow {} {}", service.id, call.method,
+                                call.match_path));
+    }
+    return std::nullopt;
+}
+
+// The agent's limit and the service's, both sliding windows; a refused request counts
+// against neither.
+std::optional<Response> check_rate_limits(AgentApiContext& ctx, Call& call) {
+    const Agent& agent = *call.agent;
+    const Service& service = *call.service;
+    const std::string agent_key = agent_limit_key(agent);
+    const std::string service_key = service_limit_key(service);
+    const auto& alimit = agent.rate_limit;
+    RateLimitState by_agent = ctx.limiter.peek(agent_key, alimit.requests, alimit.window_secs);
+    std::optional<RateLimitState> by_service;
+    if (service.rate_limit) {
+        by_service = ctx.limiter.peek(service_key, service.rate_limit->requests,
+                                      service.rate_limit->window_secs);
+    }
+    if (!by_agent.allowed || (by_service && !by_service->allowed)) {
+        const bool agent_refused = !by_agent.allowed;
+        call.limit = agent_refused ? by_agent : *by_service;
+        const std::string_view scope = agent_refused ? "agent" : "service";
+        ctx.metrics.count_rate_limited(scope);
+        ctx.audit.record({"agent:" + agent.id,
+                          "rate_limit",
+                          "service:" + service.id,
+                          "rate_limit_exceeded",
+                          {{"scope", scope}, {"limit", call.limit->limit}}});
+        return http::error_response(
+            HttpStatus::too_many_requests, "rate_limit_exceeded",
+            agent_refused
+                ? fmt::format("agent {} is limited to {} requests per {} s", agent.name,
+                              alimit.requests, alimit.window_secs)
+                : fmt::format("service {} is limited to {} requests per {} s", service.id,
+                              service.rate_limit->requests, service.rate_limit->window_secs));
+    }
+    ctx.limiter.hit(agent_key, alimit.window_secs);
+    call.limit = by_agent;
+    if (by_service) {
+        ctx.limiter.hit(service_key, service.rate_limit->window_secs);
+        call.limit = most_restrictive(by_agent, *by_service);
+    }
+    return std::nullopt;
+}
+
+std::optional<Response> find_credential(AgentApiContext& ctx, Call& call) {
+    auto found = ctx.credentials.resolve(call.service->id, call.agent->user_id, call.agent->id);
+    if (!found) {
+        spdlog::error("reading the credential for {}: {}", call.service->id, found.error().message);
+        return http::error_response(HttpStatus::internal_server_error, "internal_error",
+                                    "the credential could not be read");
+    }
+    if (!*found) {
+        return http::error_response(
+            HttpStatus::bad_gateway, "upstream_error",
+            fmt::format("no credential is stored for service {} (agentgw credential set {})",
+                        call.service->id, call.service->id));
+    }
+    call.credential = std::move(*found);
+    return std::nullopt;
+}
+
+constexpr Stage k_stages[] = {parse_target, authenticate_caller, find_service,
+                              check_grant,  check_rate_limits,   find_credential};
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+
+// Adds the credential to `up` as the service says; an error answer when the stored credential
+// cannot serve that injection type.
+std::optional<Response> inject(const Call& call, upstream::UpstreamRequest& up,
+                               std::string& query) {
+    const Service& service = *call.service;
+    const ResolvedCredential& cred = *call.credential;
+    const std::string& token = cred.secret.empty() ? cred.access_token : cred.secret;
+    auto unusable = [&](std::string_view why) {
+        return http::error_response(
+            HttpStatus::bad_gateway, "upstream_error",
+            fmt::format("the credential for service {} {}", service.id, why));
+    };
+    switch (service.auth.type) {
+        case AuthSpec::Type::oauth2:
+            if (cred.expires_at != 0 &&
+                cred.expires_at <= std::chrono::duration_cast<std::chrono::seconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count()) {
+                return unusable("holds an access token that has expired");
+            }
+            [[fallthrough]];
+        case AuthSpec::Type::bearer:
+            if (token.empty()) {
+                return unusable("has no token to send as a bearer token");
+            }
+            up.headers.push_back("Authorization: Bearer " + token);
+            return std::nullopt;
+        case AuthSpec::Type::header:
+            if (token.empty()) {
+                return unusable("has no secret to send in a header");
+            }
+            up.headers.push_back(service.auth.name + ": " + service.auth.prefix + token);
+            return std::nullopt;
+        case AuthSpec::Type::query: {
+            if (token.empty()) {
+                return unusable("has no secret to send in the query");
+            }
+            std::string encoded = boost::urls::encode(token, boost::urls::unreserved_chars);
+            if (!query.empty()) {
+                query.push_back('&');
+            }
+            query.append(boost::urls::encode(service.auth.name, boost::urls::unreserved_chars))
+                .append("=")
+                .append(encoded);
+            wipe(encoded);
+            return std::nullopt;
+        }
+        case AuthSpec::Type::basic: {
+            if (cred.username.empty() && cred.password.empty()) {
+                return unusable("has no username and password for basic authentication");
+            }
+            std::string pair = cred.username + ":" + cred.password;
+            std::string encoded(
+                sodium_base64_encoded_len(pair.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+            sodium_bin2base64(encoded.data(), encoded.size(),
+                              reinterpret_cast<const unsigned char*>(pair.data()), pair.size(),
+                              sodium_base64_VARIANT_ORIGINAL);
+            encoded.resize(std::strlen(encoded.c_str()));
+            up.headers.push_back("Authorization: Basic " + encoded);
+            wipe(pair);
+            wipe(encoded);
+            return std::nullopt;
+        }
+    }
+    return unusable("has an unknown injection type");
+}
+
+// The agent's headers minus hop-by-hop ones, its own credentials, Host (curl sets it to the
+// upstream's) and the framing headers curl writes itself.
+void copy_request_headers(const Call& call, upstream::UpstreamRequest& up) {
+    const HopByHop hop(call.req[beast_http::field::connection]);
+    const std::string injected =
+        call.service->auth.type == AuthSpec::Type::header ? lower(call.service->auth.name) : "";
+    for (const auto& field : call.req) {
+        const std::string name = lower(field.name_string());
+        if (hop.contains(name) || name == "host" || name == "content-length" || name == "expect" ||
+            name == "x-session-id" || name == "authorization" || name == "x-api-key" ||
+            name == injected) {
+            continue;
+        }
+        up.headers.push_back(fmt::format("{}: {}", field.name_string(), field.value()));
+    }
+}
+
+template <typename Message>
+asio::awaitable<bool> write_whole(beast::tcp_stream& stream, Message& res,
+                                  std::chrono::seconds timeout) {
+    stream.expires_after(timeout);
+    auto [ec, n] = co_await beast_http::async_write(stream, res, k_tuple);
+    co_return !ec;
+}
+
+class ProxyExchange {
+  public:
+    ProxyExchange(AgentApiContext& ctx, http::Exchange& ex)
+        : ctx_(ctx),
+          ex_(ex),
+          call_{ex.parser.get(), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}},
+          started_(SteadyClock::now()) {}
+
+    asio::awaitable<bool> run() {
+        std::optional<Response> refusal;
+        for (Stage stage : k_stages) {
+            refusal = stage(ctx_, call_);
+            if (refusal) {
+                co_return co_await refuse(*refusal);
+            }
+        }
+        co_return co_await forward();
+    }
+
+  private:
+    // Answers without forwarding. An unread body would be taken for the next request, so the
+    // connection closes when there is one.
+    asio::awaitable<bool> refuse(Response& res) {
+        const bool keep_alive = ex_.parser.is_done() && call_.req.keep_alive();
+        finish_response(res, keep_alive);
+        audit(res.result_int(), std::string(res["Agentgw-Error"]), 0, 0);
+        co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
+    }
+
+    void finish_response(Response& res, bool keep_alive) {
+        if (call_.limit) {
+            set_rate_limit_headers(res, *call_.limit);
+        }
+        res.version(11);
+        res.keep_alive(keep_alive);
+        res.set(beast_http::field::server, "agentgwd");
+        res.prepare_payload();
+    }
+
+    void audit(unsigned status, std::string outcome, uint64_t bytes_in, uint64_t bytes_out) {
+        const double secs = std::chrono::duration<double>(SteadyClock::now() - started_).count();
+        ctx_.metrics.count_request("/api/{service}", status);
+        if (call_.service != nullptr && outcome != "rate_limit_exceeded") {
+            ctx_.metrics.observe_proxy(call_.service->id, secs);
+        }
+        nlohmann::json details = {{"method", call_.method},
+                                  {"path", call_.match_path},
+                                  {"status", status},
+                                  {"latency_ms", static_cast<int64_t>(latency_ms_)},
+                                  {"duration_ms", static_cast<int64_t>(secs * 1000)},
+                                  {"bytes_in", bytes_in},
+                                  {"bytes_out", bytes_out}};
+        ctx_.audit.record({call_.agent ? "agent:" + call_.agent->id : "unauthenticated", "proxy",
+                           "service:" + call_.service_id, outcome.empty() ? "ok" : outcome,
+                           std::move(details)});
+    }
+
+    asio::awaitable<bool> forward() {
+        const Service& service = *call_.service;
+        auto& parser = ex_.parser;
+        const bool client_keep_alive = call_.req.keep_alive();
+        const bool head_request = call_.req.method() == beast_http::verb::head;
+        const bool expect_continue = http::expects_continue(call_.req);
+
+        upstream::UpstreamRequest up;
+        up.method = call_.method;
+        up.has_body = parser.chunked() || parser.content_length().has_value();
+        if (const auto length = parser.content_length()) {
+            up.body_size = *length;
+        }
+        up.connect_timeout = std::chrono::seconds(service.connect_timeout_secs);
+        up.timeout = std::chrono::seconds(service.timeout_secs);
+        up.ca_file = service.ca_file;
+        up.allow_http = service.scheme == "http";
+        if (up.body_size && *up.body_size > service.max_body) {
+            Response res =
+                http::error_response(HttpStatus::payload_too_large, "payload_too_large",
+                                     fmt::format("the body exceeds the {} bytes service {} accepts",
+                                                 service.max_body, service.id));
+            co_return co_await refuse(res);
+        }
+        copy_request_headers(call_, up);
+        std::string query = call_.query;
+        if (auto refusal = inject(call_, up, query)) {
+            wipe(query);
+            co_return co_await refuse(*refusal);
+        }
+        call_.credential.reset();  // wiped; the request holds the only copy now
+        up.url = service.base_url + call_.upstream_path;
+        if (!query.empty()) {
+            up.url.append("?").append(query);
+        }
+        wipe(query);
+
+        auto transfer = ctx_.upstream.start(up);
+
+        // The request body, piece by piece, as the upstream takes it.
+        uint64_t bytes_in = 0;
+        bool body_complete = true;
+        std::optional<Response> body_error;
+        if (up.has_body && !parser.is_done()) {
+            if (expect_continue) {
+                beast_http::response<beast_http::empty_body> go_on{HttpStatus::continue_, 11};
+                if (!co_await write_whole(ex_.stream, go_on, ex_.limits.read_timeout)) {
+                    co_return false;
+                }
+            }
+            beast_http::request_parser<beast_http::buffer_body> body{std::move(parser)};
+            body.body_limit(service.max_body);
+            std::array<char, 16 * 1024> buf;
+            while (!body.is_done()) {
+                body.get().body().data = buf.data();
+                body.get().body().size = buf.size();
+                ex_.stream.expires_after(ex_.limits.read_timeout);
+                auto [ec, n] =
+                    co_await beast_http::async_read(ex_.stream, ex_.buffer, body, k_tuple);
+                if (ec == beast_http::error::need_buffer) {
+                    ec = {};
+                }
+                const size_t got = buf.size() - body.get().body().size;
+                if (ec == beast_http::error::body_limit) {
+                    body_error = http::error_response(
+                        HttpStatus::payload_too_large, "payload_too_large",
+                        fmt::format("the body exceeds the {} bytes service {} accepts",
+                                    service.max_body, service.id));
+                } else if (ec) {
+                    body_error =
+                        bad_request(fmt::format("reading the request body: {}", ec.message()));
+                }
+                if (body_error) {
+                    body_complete = false;
+                    break;
+                }
+                bool taken = true;
+                if (got > 0) {
+                    taken = co_await transfer->send({buf.data(), got});
+                    bytes_in += got;
+                }
+                if (!taken) {
+                    body_complete = false;  // the upstream answered without reading it all
+                    break;
+                }
+            }
+        }
+        if (body_error) {
+            transfer.reset();
+            finish_response(*body_error, false);
+            audit(body_error->result_int(), std::string((*body_error)["Agentgw-Error"]), bytes_in,
+                  0);
+            co_await write_whole(ex_.stream, *body_error, ex_.limits.read_timeout);
+            co_return false;
+        }
+        transfer->finish_body();
+
+        if (auto failure = co_await transfer->wait_head()) {
+            latency_ms_ = elapsed_ms();
+            const bool timed_out = failure->kind == upstream::Failure::Kind::timeout;
+            ctx_.metrics.count_upstream_error(
+                service.id, timed_out                                           ? "timeout"
+                            : failure->kind == upstream::Failure::Kind::connect ? "connect"
+                                                                                : "broken");
+            Response res = http::error_response(
+                timed_out ? HttpStatus::gateway_timeout : HttpStatus::bad_gateway,
+                timed_out ? "upstream_timeout" : "upstream_error",
+                fmt::format("service {}: {}", service.id, failure->message));
+            transfer.reset();
+            const bool keep_alive = client_keep_alive && body_complete;
+            finish_response(res, keep_alive);
+            audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
+            co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
+        }
+        latency_ms_ = elapsed_ms();
+        co_return co_await relay(*transfer, head_request, client_keep_alive && body_complete,
+                                 bytes_in);
+    }
+
+    // The upstream's answer, streamed to the agent as it arrives.
+    asio::awaitable<bool> relay(upstream::Transfer& transfer, bool head_request, bool keep_alive,
+                                uint64_t bytes_in) {
+        const upstream::ResponseHead& head = transfer.head();
+        beast_http::response<beast_http::empty_body> res;
+        res.version(11);
+        res.result(head.status);
+        std::string connection;
+        for (const auto& [name, value] : head.headers) {
+            if (beast::iequals(name, "connection")) {
+                connection.append(value).append(",");
+            }
+        }
+        const HopByHop hop(connection);
+        std::optional<uint64_t> length;
+        for (const auto& [name, value] : head.headers) {
+            const std::string lname = lower(name);
+            // Agentgw-Error marks the gateway's own answers; an upstream may not forge one.
+            if (hop.contains(lname) || lname == "agentgw-error") {
+                continue;
+            }
+            if (lname == "content-length") {
+                uint64_t n = 0;
+                const auto [end, ec] =
+                    std::from_chars(value.data(), value.data() + value.size(), n);
+                if (ec == std::errc() && end == value.data() + value.size()) {
+                    length = n;
+                }
+                continue;
+            }
+            res.insert(name, value);
+        }
+        const bool bodiless =
+            head_request || head.status == 204 || head.status == 304 || head.status < 200;
+        const bool chunked = !bodiless && !length;
+        if (length && head.status != 204) {
+            res.content_length(*length);
+        }
+        if (chunked) {
+            res.chunked(true);
+        }
+        if (call_.limit) {
+            set_rate_limit_headers(res, *call_.limit);
+        }
+        res.keep_alive(keep_alive);
+
+        beast_http::response_serializer<beast_http::empty_body> sr{res};
+        ex_.stream.expires_after(ex_.limits.read_timeout);
+        auto [hec, hn] = co_await beast_http::async_write_header(ex_.stream, sr, k_tuple);
+        bool client_ok = !hec;
+
+        uint64_t sent = 0;
+        std::string piece;
+        std::optional<upstream::Failure> broken;
+        while (client_ok) {
+            broken = co_await transfer.read(piece);
+            if (broken || piece.empty()) {
+                break;
+            }
+            if (bodiless) {
+                continue;
+            }
+            ex_.stream.expires_after(ex_.limits.read_timeout);
+            boost::system::error_code ec;
+            if (chunked) {
+                std::tie(ec, std::ignore) = co_await asio::async_write(
+                    ex_.stream, beast_http::make_chunk(asio::buffer(piece)), k_tuple);
+            } else {
+                std::tie(ec, std::ignore) =
+                    co_await asio::async_write(ex_.stream, asio::buffer(piece), k_tuple);
+            }
+            client_ok = !ec;
+            sent += piece.size();
+        }
+        if (client_ok && !broken && chunked) {
+            auto [ec, n] =
+                co_await asio::async_write(ex_.stream, beast_http::make_chunk_last(), k_tuple);
+            client_ok = !ec;
+        }
+        if (!broken && length && !bodiless && sent != *length) {
+            broken = upstream::Failure{upstream::Failure::Kind::broken,
+                                       "the upstream sent less than it announced"};
+        }
+        std::string outcome;
+        if (broken) {
+            // The agent sees a truncated response (the connection closes below), not a hang.
+            const bool idle = broken->kind == upstream::Failure::Kind::timeout;
+            ctx_.metrics.count_upstream_error(call_.service->id, idle ? "timeout" : "broken");
+            outcome = idle ? "upstream_timeout" : "upstream_error";
+        } else if (!client_ok) {
+            outcome = "client_gone";
+        }
+        audit(head.status, outcome, bytes_in, sent);
+        co_return client_ok && !broken && keep_alive;
+    }
+
+    double elapsed_ms() const {
+        return std::chrono::duration<double, std::milli>(SteadyClock::now() - started_).count();
+    }
+
+    AgentApiContext& ctx_;
+    http::Exchange& ex_;
+    Call call_;
+    SteadyClock::time_point started_;
+    double latency_ms_ = 0;
+};
+
+}  // namespace
+
+http::Takeover proxy_takeover(AgentApiContext& ctx) {
+    http::ExchangeHandler handler = [&ctx](http::Exchange& ex) -> asio::awaitable<bool> {
+        ProxyExchange exchange(ctx, ex);
+        co_return co_await exchange.run();
+    };
+    return http::Takeover{"/api/", std::move(handler)};
+}
+
+}  // namespace agentgw

@@ -1,0 +1,150 @@
+#include "daemon/ratelimit/rate_limiter.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace agentgw {
+
+namespace {
+
+// These bounds keep every product below within int64: counts and limits <= 2^30, windows
+// < 2^30 ms.
+constexpr int64_t k_max_window_secs = 7 * 86400;
+constexpr int64_t k_max_count = int64_t{1} << 30;
+
+int64_t window_ms_of(int64_t window_secs) {
+    return std::clamp<int64_t>(window_secs, 1, k_max_window_secs) * 1000;
+}
+
+int64_t ceil_secs(int64_t ms) {
+    return (std::max<int64_t>(ms, 0) + 999) / 1000;
+}
+
+// Start of the window of length `w` that holds `now` (floor division, so a clock before the
+// epoch still works).
+int64_t window_start(int64_t now, int64_t w) {
+    return now - ((now % w) + w) % w;
+}
+
+// Milliseconds from `elapsed` into the current window until a request would be allowed, for an
+// entry that refuses one now. Each window's estimate is linear in time, so the moment is solved
+// for exactly rather than guessed.
+int64_t ms_until_allowed(int64_t w, int64_t elapsed, int64_t prev, int64_t cur, int64_t limit) {
+    if (limit < 1) {
+        return w - elapsed;  // never allowed; the caller reports a window's wait
+    }
+    // In this window, at x ms in: prev * (w - x) + cur * w <= (limit - 1) * w.
+    if (cur <= limit - 1 && prev > 0) {
+        const int64_t x = w - (limit - 1 - cur) * w / prev;
+        if (x < w) {
+            return std::max(x, elapsed) - elapsed;
+        }
+    }
+    // In the next one, at x ms in, where cur has become the previous count:
+    // cur * (w - x) <= (limit - 1) * w. Two windows on, nothing is counted any more (x == w).
+    const int64_t x = cur > 0 ? std::max<int64_t>(w - (limit - 1) * w / cur, 0) : 0;
+    return w - elapsed + x;
+}
+
+}  // namespace
+
+RateLimitState most_restrictive(const RateLimitState& a, const RateLimitState& b) {
+    // Ordered by restrictiveness: refused, then fewer remaining, then the longer waits.
+    const auto rank = [](const RateLimitState& s) {
+        return std::tuple(!s.allowed, -s.remaining, s.retry_after_secs, s.reset_secs);
+    };
+    return rank(b) > rank(a) ? b : a;
+}
+
+RateLimiter::RateLimiter(const Clock& clock) : clock_(clock) {}
+
+RateLimiter::Entry RateLimiter::rolled(Map::const_iterator it, int64_t now,
+                                       int64_t window_ms) const {
+    const int64_t start = window_start(now, window_ms);
+    if (it == entries_.end() || it->second.window_ms != window_ms) {
+        // Counts from windows of another length cannot be reinterpreted: start afresh.
+        return Entry{window_ms, start, 0, 0};
+    }
+    const Entry& e = it->second;
+    if (start == e.start_ms + window_ms) {
+        return Entry{window_ms, start, e.cur, 0};
+    }
+    if (start > e.start_ms + window_ms) {
+        return Entry{window_ms, start, 0, 0};
+    }
+    return e;  // the same window, or the wall clock stepped back: keep what is counted
+}
+
+RateLimitState RateLimiter::state_of(const Entry& e, int64_t now, int64_t limit) {
+    const int64_t w = e.window_ms;
+    const int64_t elapsed = std::clamp<int64_t>(now - e.start_ms, 0, w - 1);
+    // The estimate times w, in integers so that remaining and retry-after come out exact.
+    const int64_t used = e.prev * (w - elapsed) + e.cur * w;
+
+    RateLimitState s;
+    s.limit = limit;
+    s.allowed = limit >= 1 && used + w <= limit * w;
+    if (s.allowed) {
+        s.remaining = (limit * w - used - w) / w;
+    } else {
+        s.retry_after_secs =
+            std::max<int64_t>(ceil_secs(ms_until_allowed(w, elapsed, e.prev, e.cur, limit)), 1);
+    }
+    // Fully reset once the last counted request has slid out: the current window's requests
+    // (with this one, if it is counted) leave at the end of the next window, the previous
+    // window's at the end of this one.
+    const bool current_counts = e.cur > 0 || s.allowed;
+    const int64_t reset_ms = current_counts ? 2 * w - elapsed : e.prev > 0 ? w - elapsed : 0;
+    s.reset_secs = ceil_secs(reset_ms);
+    return s;
+}
+
+void RateLimiter::count(Map::iterator it, std::string_view key, Entry e) {
+    e.cur = std::min(e.cur + 1, k_max_count);
+    if (it != entries_.end()) {
+        it->second = e;
+    } else {
+        entries_.emplace(std::string(key), e);
+    }
+}
+
+RateLimitState RateLimiter::peek(std::string_view key, int64_t limit, int64_t window_secs) const {
+    const int64_t now = clock_.now_ms();
+    const Entry e = rolled(entries_.find(key), now, window_ms_of(window_secs));
+    return state_of(e, now, std::min(limit, k_max_count));
+}
+
+void RateLimiter::hit(std::string_view key, int64_t window_secs) {
+    const int64_t now = clock_.now_ms();
+    const auto it = entries_.find(key);
+    count(it, key, rolled(it, now, window_ms_of(window_secs)));
+}
+
+RateLimitState RateLimiter::acquire(std::string_view key, int64_t limit, int64_t window_secs) {
+    const int64_t now = clock_.now_ms();
+    const auto it = entries_.find(key);
+    const Entry e = rolled(it, now, window_ms_of(window_secs));
+    const RateLimitState s = state_of(e, now, std::min(limit, k_max_count));
+    if (s.allowed) {
+        count(it, key, e);
+    }
+    return s;
+}
+
+size_t RateLimiter::sweep(size_t max) {
+    const int64_t now = clock_.now_ms();
+    size_t dropped = 0;
+    for (auto it = entries_.begin(); it != entries_.end() && dropped < max;) {
+        const Entry& e = it->second;
+        // Two windows on, both counts have slid out: the key is as good as new.
+        if (window_start(now, e.window_ms) >= e.start_ms + 2 * e.window_ms) {
+            it = entries_.erase(it);
+            ++dropped;
+        } else {
+            ++it;
+        }
+    }
+    return dropped;
+}
+
+}  // namespace agentgw

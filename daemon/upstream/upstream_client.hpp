@@ -1,0 +1,177 @@
+// UpstreamClient: HTTP requests to upstream services through libcurl's multi-socket interface,
+// driven by the daemon's Asio event loop: curl announces the sockets and the timeout it needs,
+// Asio waits on them, and no call ever blocks the loop or needs a thread per request. One
+// multi handle holds the connection pool, so upstream connections are reused across requests.
+//
+// A Transfer is one exchange. Its owner (the proxy coroutine) feeds it the request body,
+// awaits the response head, then reads the body piece by piece; the transfer pauses curl when
+// unread data reaches a high-water mark, so a slow client slows the upstream read instead of
+// growing memory.
+//
+// Thread-safety: none. The client, its transfers and every call belong to the thread that runs
+// the io_context (curl's rule: a multi handle and its easy handles stay on one thread).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <curl/curl.h>
+
+namespace agentgw::upstream {
+
+// One request as it goes upstream. The URL and headers may hold the injected credential, so
+// the destructor wipes them.
+struct UpstreamRequest {
+    std::string method;
+    std::string url;
+    std::vector<std::string> headers;  // "Name: value"
+    bool has_body = false;
+    std::optional<uint64_t> body_size;  // known length; absent with has_body: sent chunked
+    std::chrono::milliseconds connect_timeout{10'000};
+    // Until the response head arrives; after that, the longest pause between body pieces.
+    std::chrono::milliseconds timeout{60'000};
+    std::string ca_file;      // empty: the system trust store
+    bool allow_http = false;  // false: https only
+
+    UpstreamRequest() = default;
+    UpstreamRequest(const UpstreamRequest&) = delete;
+    UpstreamRequest& operator=(const UpstreamRequest&) = delete;
+    ~UpstreamRequest();
+};
+
+struct ResponseHead {
+    unsigned status = 0;
+    std::vector<std::pair<std::string, std::string>> headers;  // as received, in order
+};
+
+// Why an exchange failed.
+struct Failure {
+    enum class Kind {
+        connect,  // no connection (refused, unresolvable, TLS handshake or verification)
+        timeout,  // connect timeout, no head in time, or the body went idle too long
+        broken,   // the upstream broke the exchange (reset, truncated, protocol error)
+    };
+    Kind kind;
+    std::string message;
+};
+
+class UpstreamClient;
+
+class Transfer {
+  public:
+    Transfer(const Transfer&) = delete;
+    Transfer& operator=(const Transfer&) = delete;
+    // Stops the exchange if it is still running (the connection is then not reused).
+    ~Transfer();
+
+    // Hands `data` to curl as the next piece of the request body and resumes once curl has
+    // taken all of it. False when the exchange has already ended (the upstream answered or
+    // failed before reading the whole body).
+    boost::asio::awaitable<bool> send(std::string_view data);
+    // Marks the end of the request body.
+    void finish_body();
+
+    // Resumes when the response head is complete, or with the failure that ended the exchange.
+    boost::asio::awaitable<std::optional<Failure>> wait_head();
+    const ResponseHead& head() const { return head_; }
+
+    // The next piece of the response body into `out` (replacing its content). An empty `out`
+    // with no failure means the body is complete.
+    boost::asio::awaitable<std::optional<Failure>> read(std::string& out);
+
+    // Bytes of response body delivered so far.
+    uint64_t bytes_received() const { return bytes_received_; }
+
+  private:
+    friend class UpstreamClient;
+    Transfer(UpstreamClient& client, boost::asio::any_io_executor executor);
+
+    static size_t on_header(char* data, size_t size, size_t count, void* self);
+    static size_t on_write(char* data, size_t size, size_t count, void* self);
+    static size_t on_read(char* data, size_t size, size_t count, void* self);
+
+    boost::asio::awaitable<void> wait();
+    void wake();
+    void finish(CURLcode result);
+    void fail(Failure failure);  // ends the exchange from our side (timeout)
+    void update_pause();
+    void arm_deadline();
+    void release_handle();
+
+    UpstreamClient& client_;
+    CURL* easy_ = nullptr;
+    curl_slist* headers_ = nullptr;
+    bool in_multi_ = false;
+    std::chrono::milliseconds timeout_{};
+
+    boost::asio::steady_timer signal_;    // a waiting coroutine parks on it; wake() cancels it
+    boost::asio::steady_timer deadline_;  // head deadline, then idle timeout
+    std::chrono::steady_clock::time_point last_activity_;
+
+    bool head_done_ = false;
+    bool done_ = false;
+    std::optional<Failure> failure_;
+    ResponseHead head_;
+
+    std::string pending_;  // response body curl delivered that the owner has not read yet
+    bool recv_paused_ = false;
+    uint64_t bytes_received_ = 0;
+
+    std::string outgoing_;  // request body handed over by send() that curl has not taken yet
+    size_t outgoing_pos_ = 0;
+    bool body_finished_ = false;
+    bool send_paused_ = false;
+
+    std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the transfer
+};
+
+class UpstreamClient {
+  public:
+    explicit UpstreamClient(boost::asio::io_context& ioc);
+    UpstreamClient(const UpstreamClient&) = delete;
+    UpstreamClient& operator=(const UpstreamClient&) = delete;
+    // Every Transfer must be gone first.
+    ~UpstreamClient();
+
+    // Starts the exchange; its failures arrive through the Transfer.
+    std::unique_ptr<Transfer> start(const UpstreamRequest& request);
+
+    // Exchanges currently running.
+    size_t active() const { return active_; }
+
+  private:
+    friend class Transfer;
+    struct Watch;
+
+    static int on_socket(CURL* easy, curl_socket_t fd, int what, void* self, void* socketp);
+    static int on_timer(CURLM* multi, long timeout_ms, void* self);
+    static curl_socket_t on_open_socket(void* self, curlsocktype purpose, curl_sockaddr* address);
+    static int on_close_socket(void* self, curl_socket_t fd);
+
+    std::shared_ptr<Watch> watch(curl_socket_t fd, bool owned);
+    void forget(curl_socket_t fd);
+    void arm(const std::shared_ptr<Watch>& w);
+    void act(curl_socket_t fd, int events);
+    void collect_done();
+    void remove(Transfer& t);
+
+    boost::asio::io_context& ioc_;
+    CURLM* multi_ = nullptr;
+    boost::asio::steady_timer timer_;
+    std::unordered_map<curl_socket_t, std::shared_ptr<Watch>> watches_;
+    uint64_t next_generation_ = 1;
+    size_t active_ = 0;
+    std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the client
+};
+
+}  // namespace agentgw::upstream

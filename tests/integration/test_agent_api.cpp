@@ -1,0 +1,831 @@
+// The agent API (SPEC §3.1, §3.2 discovery, §3.4, §10 failed-login limits) against the real
+// agentgwd over TCP: login and sessions, failed-login limiting per name and per address, health
+// and Prometheus metrics, GET /api discovery, HTTP/1.1 keep-alive, pipelining and protocol-level
+// refusals on a raw socket, and the official OpenAI Node SDK streaming through the proxy.
+#include <arpa/inet.h>
+#include <chrono>
+#include <ctime>
+#include <netinet/in.h>
+#include <poll.h>
+#include <regex>
+#include <sstream>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/daemon_harness.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/test_upstream.hpp"
+
+#ifndef AGENTGW_NODE_DIR
+#error "AGENTGW_NODE_DIR (the path of tests/node) must be defined by the build"
+#endif
+
+using namespace agentgw::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+using namespace std::string_literals;
+
+namespace {
+
+using Args = std::vector<std::string>;
+using Env = std::map<std::string, std::optional<std::string>>;
+
+constexpr const char* k_upstream_secret = "sk-test-upstream-secret";
+
+bool contains(const std::string& text, const std::string& needle) {
+    return text.find(needle) != std::string::npos;
+}
+
+std::string joined(const Args& args) {
+    std::string out;
+    for (const auto& a : args) {
+        out += (out.empty() ? "" : " ") + a;
+    }
+    return out;
+}
+
+// A body that must be a JSON document; `discarded` when it is not.
+json parsed(const std::string& body) {
+    return json::parse(body, nullptr, false);
+}
+
+// A port on 127.0.0.1 where nothing listens (bound by the kernel's choice, then released).
+uint16_t closed_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+// The absolute path of `program` on $PATH (the test harness execs without a PATH search).
+std::optional<std::string> find_on_path(const std::string& program) {
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+    for (std::string dir; std::getline(dirs, dir, ':');) {
+        if (dir.empty()) {
+            continue;
+        }
+        const fs::path candidate = fs::path(dir) / program;
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return candidate.string();
+        }
+    }
+    return std::nullopt;
+}
+
+// An agentgwd with its own state, a services file and a CLI bound to its control socket.
+struct Gateway {
+    TempDir dir;
+    RunningDaemon daemon;
+    std::string url;  // "http://127.0.0.1:PORT"
+
+    explicit Gateway(const json& services, const Args& extra = {}) {
+        write_file(dir / "services.json", services.dump());
+        Args args = {"--services", (dir / "services.json").string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        daemon = start_daemon(daemon_args(dir, args));
+        url = daemon.base_url;
+    }
+
+    // `agentgw --json args...` that must succeed with one JSON document.
+    json ok(const Args& args, const std::optional<std::string>& stdin_data = std::nullopt) {
+        Args argv = {AGENTGW_CLI_PATH, "--socket", daemon.socket.string(), "--json"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        const RunResult r = run(argv, {}, stdin_data);
+        INFO("agentgw --json " << joined(args) << " -> exit " << r.code << "\nstdout: " << r.out
+                               << "\nstderr: " << r.err);
+        REQUIRE(r.code == 0);
+        json doc = parsed(r.out);
+        REQUIRE_FALSE(doc.is_discarded());
+        return doc;
+    }
+
+    // A new agent of `user` granted `services`; returns its API key.
+    std::string agent(const std::string& user, const std::string& name,
+                      const std::vector<std::string>& services) {
+        Args args = {"agent", "create", "--user", user, "--name", name};
+        for (const auto& s : services) {
+            args.insert(args.end(), {"--service", s});
+        }
+        const json created = ok(args);
+        REQUIRE(created["api_key"].is_string());
+        const std::string key = created["api_key"];
+        REQUIRE(key.rfind("agw_", 0) == 0);
+        return key;
+    }
+
+    void user(const std::string& name) {
+        ok({"user", "add", name, "--email", name + "@example.com"});
+    }
+
+    void credential(const std::string& service, const std::string& secret) {
+        ok({"credential", "set", service}, secret + "\n");
+    }
+
+    HttpReply login(const std::string& name, const std::string& key) const {
+        return http_request("POST", url + "/login", {}, {"x-api-key: " + key, "username: " + name});
+    }
+
+    HttpReply get(const std::string& path, const std::vector<std::string>& headers = {}) const {
+        return http_request("GET", url + path, {}, headers);
+    }
+};
+
+// A services file entry.
+json service(const std::string& id, const std::string& base_url, const std::string& description,
+             const json& allow = nullptr) {
+    json s = {{"id", id},
+              {"name", "Service " + id},
+              {"description", description},
+              {"base_url", base_url},
+              {"auth", {{"type", "bearer"}}}};
+    if (!allow.is_null()) {
+        s["allow"] = allow;
+    }
+    return s;
+}
+
+json services_file(std::initializer_list<json> entries) {
+    json list = json::array();
+    for (const auto& e : entries) {
+        list.push_back(e);
+    }
+    return {{"services", list}};
+}
+
+// A gateway error: the status, `Agentgw-Error: type` and the JSON shape {"error","message"}.
+void check_error(const HttpReply& r, long status, const std::string& type) {
+    INFO("status " << r.status << " body " << r.body << " " << r.error);
+    CHECK(r.status == status);
+    CHECK(header(r, "agentgw-error") == type);
+    const json body = parsed(r.body);
+    REQUIRE(body.is_object());
+    CHECK(body.value("error", "") == type);
+    CHECK(body["message"].is_string());
+    CHECK(body.size() == 2);
+}
+
+// The one answer for every wrong name/key pair (SPEC §3.1).
+void check_invalid_login(const HttpReply& r) {
+    INFO("status " << r.status << " body " << r.body << " " << r.error);
+    CHECK(r.status == 401);
+    CHECK(header(r, "agentgw-error") == "unauthorized");
+    CHECK(parsed(r.body) ==
+          json{{"error", "unauthorized"}, {"message", "Invalid username or API key"}});
+}
+
+// A header that must hold a whole number within [lo, hi].
+void check_number_header(const HttpReply& r, const std::string& name, long lo, long hi) {
+    const std::string value = header(r, name);
+    INFO(name << ": \"" << value << "\"");
+    REQUIRE(std::regex_match(value, std::regex("[0-9]+")));
+    CHECK(std::stol(value) >= lo);
+    CHECK(std::stol(value) <= hi);
+}
+
+// Seconds since the epoch of a strict RFC 3339 UTC time ("2025-01-02T03:04:05Z", optionally with
+// fractional seconds), or nullopt.
+std::optional<int64_t> parse_utc(const std::string& text) {
+    std::smatch m;
+    if (!std::regex_match(
+            text, m, std::regex(R"((\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?Z)"))) {
+        return std::nullopt;
+    }
+    std::tm tm{};
+    tm.tm_year = std::stoi(m[1]) - 1900;
+    tm.tm_mon = std::stoi(m[2]) - 1;
+    tm.tm_mday = std::stoi(m[3]);
+    tm.tm_hour = std::stoi(m[4]);
+    tm.tm_min = std::stoi(m[5]);
+    tm.tm_sec = std::stoi(m[6]);
+    return static_cast<int64_t>(::timegm(&tm));
+}
+
+int64_t now_secs() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// The value of the sample line `series` (name and labels exactly) in a Prometheus text body.
+std::optional<double> sample(const std::string& text, const std::string& series) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.size() > series.size() && line.rfind(series + " ", 0) == 0) {
+            return std::stod(line.substr(series.size() + 1));
+        }
+    }
+    return std::nullopt;
+}
+
+// Whether a sample line starts with `prefix` (a name and the start of its labels).
+bool has_sample_starting(const std::string& text, const std::string& prefix) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind(prefix, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw TCP connection, for what a well-behaved client library will not send.
+
+struct RawResponse {
+    int status = 0;
+    std::map<std::string, std::string> headers;  // names lower-cased
+    std::string body;
+
+    // The value of header `name` (lower case), or "" when absent.
+    std::string field(const std::string& name) const {
+        const auto it = headers.find(name);
+        return it == headers.end() ? std::string() : it->second;
+    }
+};
+
+class RawConnection {
+  public:
+    explicit RawConnection(const std::string& base_url) {
+        std::smatch m;
+        REQUIRE(std::regex_search(base_url, m, std::regex(R"(http://([0-9.]+):([0-9]+))")));
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd_ >= 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(std::stoi(m[2])));
+        REQUIRE(::inet_pton(AF_INET, m[1].str().c_str(), &addr.sin_addr) == 1);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    }
+    ~RawConnection() { ::close(fd_); }
+    RawConnection(const RawConnection&) = delete;
+    RawConnection& operator=(const RawConnection&) = delete;
+
+    // Writes all of `bytes` (one send call as far as the kernel allows).
+    void send(const std::string& bytes) {
+        size_t off = 0;
+        while (off < bytes.size()) {
+            const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+            REQUIRE(n > 0);
+            off += static_cast<size_t>(n);
+        }
+    }
+
+    // The next complete response, or nullopt when the connection ended or `timeout` passed first.
+    std::optional<RawResponse> next(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            if (auto r = take()) {
+                return r;
+            }
+            if (eof_ || !fill(deadline)) {
+                return std::nullopt;
+            }
+        }
+    }
+
+    // Whether the server closed the connection within `timeout` without sending anything more.
+    bool closed(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!eof_) {
+            if (!fill(deadline)) {
+                return false;
+            }
+        }
+        return buffer_.empty();
+    }
+
+    const std::string& unparsed() const { return buffer_; }
+
+  private:
+    // Reads what arrives before `deadline`; false on timeout.
+    bool fill(std::chrono::steady_clock::time_point deadline) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            return false;
+        }
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+            return false;
+        }
+        char buf[16384];
+        const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n > 0) {
+            buffer_.append(buf, static_cast<size_t>(n));
+        } else {
+            eof_ = true;  // orderly close, or a reset
+        }
+        return true;
+    }
+
+    // Removes one complete response (Content-Length or chunked framing) from the buffer.
+    std::optional<RawResponse> take() {
+        const size_t head_end = buffer_.find("\r\n\r\n");
+        if (head_end == std::string::npos) {
+            return std::nullopt;
+        }
+        RawResponse r;
+        std::istringstream head(buffer_.substr(0, head_end));
+        std::string line;
+        std::getline(head, line);
+        std::smatch m;
+        REQUIRE(std::regex_search(line, m, std::regex(R"(^HTTP/1\.1 ([0-9]{3}))")));
+        r.status = std::stoi(m[1]);
+        while (std::getline(head, line)) {
+            if (!line.empty() && line.back() == '\r') {
+                line.pop_back();
+            }
+            const size_t colon = line.find(':');
+            REQUIRE(colon != std::string::npos);
+            std::string name = line.substr(0, colon);
+            std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+            const size_t value = line.find_first_not_of(' ', colon + 1);
+            r.headers[name] = value == std::string::npos ? "" : line.substr(value);
+        }
+        size_t pos = head_end + 4;
+        if (contains(r.headers["transfer-encoding"], "chunked")) {
+            for (;;) {
+                const size_t eol = buffer_.find("\r\n", pos);
+                if (eol == std::string::npos) {
+                    return std::nullopt;
+                }
+                const size_t size = std::stoul(buffer_.substr(pos, eol - pos), nullptr, 16);
+                if (buffer_.size() < eol + 2 + size + 2) {
+                    return std::nullopt;
+                }
+                r.body.append(buffer_, eol + 2, size);
+                pos = eol + 2 + size + 2;
+                if (size == 0) {
+                    break;
+                }
+            }
+        } else {
+            const size_t length =
+                r.headers.contains("content-length") ? std::stoul(r.headers["content-length"]) : 0;
+            if (buffer_.size() < pos + length) {
+                return std::nullopt;
+            }
+            r.body = buffer_.substr(pos, length);
+            pos += length;
+        }
+        buffer_.erase(0, pos);
+        return r;
+    }
+
+    int fd_ = -1;
+    std::string buffer_;
+    bool eof_ = false;
+};
+
+// A protocol-level refusal: one JSON error response in the SPEC's shape, then a closed connection.
+void check_refused_and_closed(RawConnection& c, int status, const std::string& type) {
+    const auto r = c.next();
+    INFO("unparsed: " << c.unparsed());
+    REQUIRE(r.has_value());
+    INFO("status " << r->status << " body " << r->body);
+    CHECK(r->status == status);
+    CHECK(r->field("agentgw-error") == type);
+    CHECK(contains(r->field("content-type"), "application/json"));
+    const json body = parsed(r->body);
+    REQUIRE(body.is_object());
+    CHECK(body.value("error", "") == type);
+    CHECK(body["message"].is_string());
+    CHECK(c.closed());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("POST /login trades an agent's name and key for a session", "[agent_api][login]") {
+    TempDir up_dir;
+    TestUpstream upstream(up_dir.path());
+    Gateway g(services_file({service("up", upstream.base_url(), "test upstream")}),
+              {"--session-ttl", "120"});
+    g.user("alice");
+    const std::string key = g.agent("alice", "worker", {"up"});
+    const std::string other_key = g.agent("alice", "other", {"up"});
+    g.credential("up", k_upstream_secret);
+
+    // Success: exactly {token, expires_at}, expiring session_ttl from now.
+    const int64_t before = now_secs();
+    const HttpReply ok = g.login("worker", key);
+    const int64_t after = now_secs();
+    INFO("login: " << ok.status << " " << ok.body);
+    REQUIRE(ok.status == 200);
+    CHECK(contains(header(ok, "content-type"), "application/json"));
+    const json session = parsed(ok.body);
+    REQUIRE(session.is_object());
+    CHECK(session.size() == 2);
+    REQUIRE(session["token"].is_string());
+    REQUIRE(session["expires_at"].is_string());
+    const std::string token = session["token"];
+    CHECK_FALSE(token.empty());
+    CHECK_FALSE(contains(token, key));
+    const auto expires = parse_utc(session["expires_at"]);
+    INFO("expires_at " << session["expires_at"]);
+    REQUIRE(expires.has_value());
+    CHECK(*expires >= before + 120 - 2);
+    CHECK(*expires <= after + 120 + 2);
+
+    // The session works both ways on the proxy; the upstream sees only the service's secret.
+    upstream.clear_requests();
+    const HttpReply by_session = g.get("/api/up/echo/session", {"X-Session-ID: " + token});
+    INFO(by_session.body);
+    CHECK(by_session.status == 200);
+    const HttpReply by_bearer = g.get("/api/up/echo/bearer", {"Authorization: Bearer " + token});
+    INFO(by_bearer.body);
+    CHECK(by_bearer.status == 200);
+    {
+        const auto seen = upstream.requests();
+        REQUIRE(seen.size() == 2);
+        CHECK(seen[0]["path"] == "/echo/session");
+        CHECK(seen[1]["path"] == "/echo/bearer");
+        for (const auto& req : seen) {
+            CHECK(recorded_header(req, "authorization") ==
+                  std::string("Bearer ") + k_upstream_secret);
+            CHECK_FALSE(recorded_contains(req, token));
+            CHECK(recorded_header(req, "x-session-id").empty());
+        }
+    }
+    const HttpReply discovery = g.get("/api", {"X-Session-ID: " + token});
+    CHECK(discovery.status == 200);
+    CHECK(parsed(discovery.body).value("agent", "") == "worker");
+
+    // One answer for every wrong pair.
+    check_invalid_login(g.login("worker", "agw_" + std::string(43, 'A')));  // wrong key
+    std::string near_miss = key;
+    near_miss.back() = near_miss.back() == 'A' ? 'B' : 'A';
+    check_invalid_login(g.login("worker", near_miss));  // one character off
+    check_invalid_login(g.login("nobody", key));        // wrong name
+    check_invalid_login(g.login("worker", other_key));  // a real key, of another agent
+    check_invalid_login(g.login("other", key));
+    check_invalid_login(http_request("POST", g.url + "/login"));  // nothing at all
+
+    // Only POST.
+    check_error(g.get("/login"), 405, "method_not_allowed");
+
+    // A disabled agent with the right key is told so; with a wrong one it learns nothing.
+    g.ok({"agent", "disable", "worker"});
+    check_error(g.login("worker", key), 403, "forbidden");
+    check_invalid_login(g.login("worker", "agw_" + std::string(43, 'B')));
+    check_error(g.get("/api", {"X-Session-ID: " + token}), 403, "forbidden");
+    check_error(g.get("/api/up/echo/x", {"Authorization: Bearer " + key}), 403, "forbidden");
+    g.ok({"agent", "enable", "worker"});
+    CHECK(g.login("worker", key).status == 200);
+
+    // Rotation: the old key and the sessions issued with it stop working at once.
+    const json rotated = g.ok({"agent", "rotate", "worker"});
+    REQUIRE(rotated["api_key"].is_string());
+    const std::string new_key = rotated["api_key"];
+    CHECK(new_key != key);
+    check_invalid_login(g.login("worker", key));
+    check_error(g.get("/api", {"X-Session-ID: " + token}), 401, "unauthorized");
+    check_error(g.get("/api/up/echo/x", {"Authorization: Bearer " + key}), 401, "unauthorized");
+    const HttpReply fresh = g.login("worker", new_key);
+    CHECK(fresh.status == 200);
+    const std::string new_token = parsed(fresh.body).value("token", "");
+    CHECK(g.get("/api/up/echo/again", {"X-Session-ID: " + new_token}).status == 200);
+    CHECK(g.login("other", other_key).status == 200);  // the other agent is untouched
+}
+
+TEST_CASE("failed logins are limited per agent name", "[agent_api][login][ratelimit]") {
+    Gateway g(services_file({service("svc", "http://127.0.0.1:9", "unused")}));
+    g.user("alice");
+    const std::string key = g.agent("alice", "worker", {"svc"});
+    const std::string helper_key = g.agent("alice", "helper", {"svc"});
+
+    for (int i = 0; i < 10; ++i) {
+        const std::string wrong = "agw_" + std::string(42, 'A') + static_cast<char>('a' + i);
+        const HttpReply r = g.login("worker", wrong);
+        INFO("failure " << i + 1);
+        check_invalid_login(r);
+    }
+
+    // The 11th attempt is refused before the key is looked at, right key or not.
+    const HttpReply limited = g.login("worker", key);
+    check_error(limited, 429, "rate_limit_exceeded");
+    check_number_header(limited, "retry-after", 1, 600);
+    CHECK(header(limited, "ratelimit-limit") == "10");
+    CHECK(header(limited, "ratelimit-remaining") == "0");
+    check_number_header(limited, "ratelimit-reset", 1, 600);
+    check_error(g.login("worker", "agw_" + std::string(43, 'C')), 429, "rate_limit_exceeded");
+
+    // Another name from the same address is not affected.
+    const HttpReply helper = g.login("helper", helper_key);
+    INFO(helper.body);
+    CHECK(helper.status == 200);
+    check_invalid_login(g.login("helper", key));
+    // The limit is on logins only: the agent's key still works on the API.
+    CHECK(g.get("/api", {"Authorization: Bearer " + key}).status == 200);
+}
+
+TEST_CASE("failed logins are limited per client address", "[agent_api][login][ratelimit]") {
+    Gateway g(services_file({service("svc", "http://127.0.0.1:9", "unused")}));
+    g.user("alice");
+    const std::string key = g.agent("alice", "worker", {"svc"});
+
+    // 49 failures spread over ten names, none of which reaches its own limit of 10.
+    for (int i = 0; i < 49; ++i) {
+        const HttpReply r =
+            g.login("ghost-" + std::to_string(i % 10), "agw_" + std::string(43, 'Z'));
+        INFO("failure " << i + 1);
+        REQUIRE(r.status == 401);
+    }
+    CHECK(g.login("worker", key).status == 200);  // a success does not count
+    check_invalid_login(g.login("ghost-9", "agw_" + std::string(43, 'Z')));  // the 50th failure
+
+    const HttpReply limited = g.login("worker", key);
+    check_error(limited, 429, "rate_limit_exceeded");
+    check_number_header(limited, "retry-after", 1, 600);
+    CHECK(header(limited, "ratelimit-limit") == "50");
+    CHECK(header(limited, "ratelimit-remaining") == "0");
+    check_error(g.login("never-seen", "agw_" + std::string(43, 'Y')), 429, "rate_limit_exceeded");
+}
+
+TEST_CASE("GET /healthz and GET /metrics", "[agent_api][metrics]") {
+    TempDir up_dir;
+    TestUpstream upstream(up_dir.path());
+    const std::string dead_url = "http://127.0.0.1:" + std::to_string(closed_port());
+    Gateway g(services_file({service("up", upstream.base_url(), "test upstream"),
+                             service("dead", dead_url, "nothing listens")}));
+    g.user("alice");
+    const std::string key = g.agent("alice", "worker", {"up", "dead"});
+    g.credential("up", k_upstream_secret);
+    g.credential("dead", "sk-dead-secret");
+
+    const HttpReply health = g.get("/healthz");
+    CHECK(health.status == 200);
+    CHECK(contains(header(health, "content-type"), "application/json"));
+    CHECK(parsed(health.body) == json{{"status", "ok"}});
+
+    // Something for each family: a proxied 200, a 502 from a refused connection, a login 429.
+    const HttpReply proxied = g.get("/api/up/echo/metrics", {"Authorization: Bearer " + key});
+    INFO(proxied.body);
+    CHECK(proxied.status == 200);
+    check_error(g.get("/api/dead/anything", {"Authorization: Bearer " + key}), 502,
+                "upstream_error");
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(g.login("nobody", "agw_" + std::string(43, 'Q')).status == 401);
+    }
+    check_error(g.login("nobody", "agw_" + std::string(43, 'Q')), 429, "rate_limit_exceeded");
+    const HttpReply login = g.login("worker", key);
+    REQUIRE(login.status == 200);
+    const std::string token = parsed(login.body).value("token", "");
+
+    const HttpReply metrics = g.get("/metrics");
+    REQUIRE(metrics.status == 200);
+    CHECK(header(metrics, "content-type").rfind("text/plain; version=0.0.4", 0) == 0);
+    const std::string& text = metrics.body;
+    INFO(text);
+    CHECK(contains(text, "# TYPE agentgw_http_requests_total counter\n"));
+    CHECK(sample(text, R"(agentgw_http_requests_total{route="/api/{service}",status="200"})")
+              .value_or(0) >= 1);
+    CHECK(sample(text, R"(agentgw_http_requests_total{route="/api/{service}",status="502"})")
+              .value_or(0) >= 1);
+    CHECK(
+        sample(text, R"(agentgw_http_requests_total{route="/healthz",status="200"})").value_or(0) >=
+        1);
+    CHECK(contains(text, "# TYPE agentgw_proxy_request_duration_seconds histogram\n"));
+    CHECK(has_sample_starting(
+        text, R"(agentgw_proxy_request_duration_seconds_bucket{service="up",le=")"));
+    CHECK(
+        sample(text, R"(agentgw_proxy_request_duration_seconds_count{service="up"})").value_or(0) >=
+        1);
+    CHECK(contains(text, "# TYPE agentgw_rate_limit_rejections_total counter\n"));
+    CHECK(sample(text, R"(agentgw_rate_limit_rejections_total{scope="login"})").value_or(0) >= 1);
+    CHECK(contains(text, "# TYPE agentgw_upstream_errors_total counter\n"));
+    CHECK(has_sample_starting(text, R"(agentgw_upstream_errors_total{service="dead",)"));
+    CHECK(contains(text, "# TYPE agentgw_audit_queue_depth gauge\n"));
+    CHECK(sample(text, "agentgw_audit_queue_depth").has_value());
+
+    // No secret of any kind.
+    CHECK_FALSE(contains(text, k_upstream_secret));
+    CHECK_FALSE(contains(text, "sk-dead-secret"));
+    CHECK_FALSE(contains(text, key));
+    CHECK_FALSE(token.empty());
+    CHECK_FALSE(contains(text, token));
+    CHECK_FALSE(contains(text, "agw_"));
+}
+
+TEST_CASE("GET /api lists the calling agent's services only", "[agent_api][discovery]") {
+    Gateway g(
+        services_file({service("llm", "http://127.0.0.1:9", "LLM API",
+                               json::array({{{"methods", {"GET", "POST"}}, {"paths", {"/v1/*"}}}})),
+                       service("code", "http://127.0.0.1:9", "Code hosting"),
+                       service("hidden", "http://127.0.0.1:9", "Not for worker")}));
+    g.user("alice");
+    const std::string key = g.agent("alice", "worker", {"llm"});
+    g.ok({"agent", "grant", "worker", "code", "--method", "GET", "--path", "/repos/*"});
+    const std::string other_key = g.agent("alice", "other", {"hidden"});
+
+    const HttpReply r = g.get("/api", {"Authorization: Bearer " + key});
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+    CHECK(contains(header(r, "content-type"), "application/json"));
+    CHECK_FALSE(header(r, "ratelimit-limit").empty());
+    CHECK_FALSE(header(r, "ratelimit-remaining").empty());
+    const json doc = parsed(r.body);
+    REQUIRE(doc.is_object());
+    CHECK(doc.size() == 2);
+    CHECK(doc["agent"] == "worker");
+    REQUIRE(doc["services"].is_array());
+    CHECK(doc["services"].size() == 2);
+    std::map<std::string, json> by_id;
+    for (const auto& s : doc["services"]) {
+        CHECK(s.size() == 5);  // id, name, description, methods, paths: no base URL, no auth
+        by_id[s.value("id", "")] = s;
+    }
+    REQUIRE(by_id.contains("llm"));
+    REQUIRE(by_id.contains("code"));
+    CHECK_FALSE(by_id.contains("hidden"));
+    CHECK(by_id["llm"]["name"] == "Service llm");
+    CHECK(by_id["llm"]["description"] == "LLM API");
+    CHECK(by_id["llm"]["methods"] == json{"GET", "POST"});  // the service's allow rules
+    CHECK(by_id["llm"]["paths"] == json{"/v1/*"});
+    CHECK(by_id["code"]["description"] == "Code hosting");
+    CHECK(by_id["code"]["methods"] == json{"GET"});  // the grant's narrowing
+    CHECK(by_id["code"]["paths"] == json{"/repos/*"});
+
+    // Another agent sees its own grants; a session answers the same as the key.
+    const json other = parsed(g.get("/api", {"Authorization: Bearer " + other_key}).body);
+    CHECK(other.value("agent", "") == "other");
+    REQUIRE(other["services"].is_array());
+    REQUIRE(other["services"].size() == 1);
+    CHECK(other["services"][0]["id"] == "hidden");
+    const std::string token = parsed(g.login("worker", key).body).value("token", "");
+    CHECK(parsed(g.get("/api", {"X-Session-ID: " + token}).body) == doc);
+
+    // Credentials are required.
+    check_error(g.get("/api"), 401, "unauthorized");
+    check_error(g.get("/api", {"Authorization: Bearer agw_" + std::string(43, 'A')}), 401,
+                "unauthorized");
+    check_error(g.get("/api", {"X-Session-ID: not-a-session"}), 401, "unauthorized");
+    check_error(g.get("/api", {"Authorization: Basic dXNlcjpwYXNz"}), 401, "unauthorized");
+}
+
+TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad framing",
+          "[agent_api][http]") {
+    Gateway g(services_file({service("svc", "http://127.0.0.1:9", "unused")}));
+
+    SECTION("two requests in one write get two responses, in order") {
+        RawConnection c(g.url);
+        c.send(
+            "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
+        for (int i = 0; i < 2; ++i) {
+            const auto r = c.next();
+            REQUIRE(r.has_value());
+            CHECK(r->status == 200);
+            CHECK(parsed(r->body) == json{{"status", "ok"}});
+        }
+        // Still open: a third request, in its own write, on the same connection.
+        c.send("GET /login HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        const auto third = c.next();
+        REQUIRE(third.has_value());
+        CHECK(third->status == 405);
+        CHECK(c.closed());
+    }
+
+    SECTION("pipelined requests to the router and the proxy keep their order") {
+        RawConnection c(g.url);
+        c.send(
+            "GET /login HTTP/1.1\r\nHost: gw\r\n\r\n"
+            "GET /api/svc/first HTTP/1.1\r\nHost: gw\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+            "GET /api/nosuch/second HTTP/1.1\r\nHost: gw\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        const std::vector<int> expected = {405, 401, 200, 401, 200};
+        for (size_t i = 0; i < expected.size(); ++i) {
+            const auto r = c.next();
+            INFO("response " << i + 1);
+            REQUIRE(r.has_value());
+            CHECK(r->status == expected[i]);
+        }
+        CHECK(c.closed());
+    }
+
+    SECTION("headers over 16 KiB get 431") {
+        {
+            RawConnection c(g.url);  // just under the limit is fine
+            c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: " + std::string(15 * 1024, 'a') +
+                   "\r\nConnection: close\r\n\r\n");
+            const auto r = c.next();
+            REQUIRE(r.has_value());
+            CHECK(r->status == 200);
+        }
+        RawConnection c(g.url);
+        c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: " + std::string(17 * 1024, 'a') +
+               "\r\n\r\n");
+        const auto r = c.next();
+        REQUIRE(r.has_value());
+        INFO(r->body);
+        CHECK(r->status == 431);
+        const json body = parsed(r->body);
+        REQUIRE(body.is_object());
+        REQUIRE(body["error"].is_string());
+        CHECK(r->field("agentgw-error") == body["error"].get<std::string>());
+        CHECK(body["message"].is_string());
+        CHECK(c.closed());
+    }
+
+    SECTION("Transfer-Encoding other than chunked is refused and the connection closed") {
+        RawConnection c(g.url);
+        c.send(
+            "POST /login HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
+        check_refused_and_closed(c, 400, "bad_request");  // nothing answers the smuggled GET
+    }
+
+    SECTION("a Transfer-Encoding other than chunked on the proxy route") {
+        RawConnection c(g.url);
+        c.send("POST /api/svc/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip\r\n\r\n");
+        check_refused_and_closed(c, 400, "bad_request");
+    }
+
+    SECTION("a header value holding a NUL") {
+        RawConnection c(g.url);
+        c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Bad: a\0b\r\n\r\n"s);
+        check_refused_and_closed(c, 400, "bad_request");
+    }
+
+    SECTION("a header value holding a bare CR") {
+        RawConnection c(g.url);
+        c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Bad: a\rb\r\n\r\n");
+        check_refused_and_closed(c, 400, "bad_request");
+    }
+
+    SECTION("a header value holding a NUL, on the proxy route") {
+        RawConnection c(g.url);
+        c.send("GET /api/svc/x HTTP/1.1\r\nHost: gw\r\nX-Bad: a\0b\r\n\r\n"s);
+        check_refused_and_closed(c, 400, "bad_request");
+    }
+
+    // The listener is unharmed by all of the above.
+    CHECK(g.get("/healthz").status == 200);
+}
+
+TEST_CASE("the official OpenAI Node SDK streams a chat completion through the proxy",
+          "[agent_api][openai]") {
+    const fs::path node_dir = AGENTGW_NODE_DIR;
+    if (!fs::exists(node_dir / "node_modules" / "openai" / "package.json")) {
+        FAIL("the OpenAI SDK is not installed in "
+             << (node_dir / "node_modules").string() << ": run `npm ci --no-audit --no-fund` in "
+             << node_dir.string() << " (scripts/test does this)");
+    }
+    const auto node = find_on_path("node");
+    if (!node) {
+        FAIL("node is not on PATH (scripts/install-deps installs it)");
+    }
+
+    TempDir up_dir;
+    TestUpstream upstream(up_dir.path());
+    Gateway g(services_file({service("openai", upstream.base_url(), "LLM API")}));
+    g.user("alice");
+    const std::string key = g.agent("alice", "worker", {"openai"});
+    g.credential("openai", k_upstream_secret);
+
+    // The base URL on the command line, the agent key in the environment (not in argv).
+    const RunResult r =
+        run({*node, (node_dir / "openai_stream.mjs").string(), g.url + "/api/openai/v1"},
+            Env{{"AGENTGW_API_KEY", key},
+                {"AGENTGW_BASE_URL", std::nullopt},
+                {"OPENAI_API_KEY", std::nullopt},
+                {"OPENAI_BASE_URL", std::nullopt},
+                {"OPENAI_ORG_ID", std::nullopt},
+                {"OPENAI_PROJECT_ID", std::nullopt},
+                {"NODE_OPTIONS", std::nullopt}},
+            std::nullopt, std::chrono::seconds(30));
+    INFO("node exit " << r.code << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.code == 0);
+    const json out = parsed(r.out);
+    REQUIRE(out.is_object());
+    CHECK(out["text"] == "Hello from the test upstream");
+    REQUIRE(out["chunks"].is_number_integer());
+    CHECK(out["chunks"].get<int>() > 1);  // streamed, not one answer
+    CHECK(out["finish_reason"] == "stop");
+    CHECK(out["model"] == "test-model");
+
+    const auto seen = upstream.requests();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0]["method"] == "POST");
+    CHECK(seen[0]["path"] == "/v1/chat/completions");
+    CHECK(recorded_header(seen[0], "authorization") == std::string("Bearer ") + k_upstream_secret);
+    const json sent = parsed(seen[0]["body"].get<std::string>());
+    CHECK(sent.value("stream", false) == true);
+    CHECK(sent.value("model", "") == "test-model");
+    for (const auto& req : seen) {
+        CHECK_FALSE(recorded_contains(req, key));
+        CHECK_FALSE(recorded_contains(req, "agw_"));
+    }
+}

@@ -1,0 +1,1463 @@
+// The credential-injecting proxy (SPEC §3.2, §8, §10) driven end to end: the real agentgwd and
+// agentgw binaries, the project's test upstream (tests/support/upstream.py) and HTTP from libcurl
+// or, where the exact bytes matter, a raw TCP socket. Covered: each injection type and what the
+// upstream receives (secret, query, body, hop-by-hop and agent headers, Host), credential scope
+// precedence, authentication and grant refusals, rate limits, path traversal and request
+// smuggling, upstream failures and timeouts, streaming (SSE, 200 MiB, slow clients) with bounded
+// daemon memory, TLS verification, discovery and login, and that no secret ever leaks into a
+// response, the daemon's log or the audit log.
+#include <algorithm>
+#include <arpa/inet.h>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sstream>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <curl/curl.h>
+#include <nlohmann/json.hpp>
+#include <sodium.h>
+
+#include "tests/integration/daemon_harness.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/test_upstream.hpp"
+
+using namespace agentgw::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+using Args = std::vector<std::string>;
+using Headers = std::vector<std::string>;
+
+constexpr long k_mib = 1024 * 1024;
+
+bool contains(const std::string& text, const std::string& needle) {
+    return text.find(needle) != std::string::npos;
+}
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+}
+
+std::string joined(const Args& args) {
+    std::string out;
+    for (const auto& a : args) {
+        out += (out.empty() ? "" : " ") + a;
+    }
+    return out;
+}
+
+double seconds_since(SteadyClock::time_point start) {
+    return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+// The bytes of a body the upstream recorded: it decodes bodies as Latin-1 and nlohmann::json
+// hands them back as UTF-8, so every character above 0x7f is two bytes here.
+std::string latin1(const std::string& utf8) {
+    std::string out;
+    for (size_t i = 0; i < utf8.size(); ++i) {
+        const auto c = static_cast<unsigned char>(utf8[i]);
+        if (c < 0x80 || i + 1 == utf8.size()) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            const auto d = static_cast<unsigned char>(utf8[++i]);
+            out.push_back(static_cast<char>(((c & 0x1f) << 6) | (d & 0x3f)));
+        }
+    }
+    return out;
+}
+
+std::string base64(const std::string& bytes) {
+    std::string out(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+    sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                      bytes.size(), sodium_base64_VARIANT_ORIGINAL);
+    out.resize(std::strlen(out.c_str()));
+    return out;
+}
+
+uint16_t port_of(const std::string& base_url) {
+    return static_cast<uint16_t>(std::stoi(base_url.substr(base_url.rfind(':') + 1)));
+}
+
+// VmRSS of a process in KiB (0 when it cannot be read).
+long rss_kib(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with("VmRSS:")) {
+            return std::stol(line.substr(6));
+        }
+    }
+    return 0;
+}
+
+// A port on 127.0.0.1 nobody listens on: bound by the kernel's choice, then closed.
+uint16_t closed_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+fs::path make_dir(const fs::path& p) {
+    fs::create_directories(p);
+    return p;
+}
+
+// python3 as an absolute path, from PATH.
+std::string python3_path() {
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path != nullptr ? path : "/usr/bin");
+    for (std::string d; std::getline(dirs, d, ':');) {
+        const fs::path candidate = fs::path(d) / "python3";
+        if (!d.empty() && ::access(candidate.c_str(), X_OK) == 0) {
+            return candidate.string();
+        }
+    }
+    return "/usr/bin/python3";
+}
+
+// Starts a TestUpstream in `dir`. WORKAROUND: TestUpstream execs argv[0] "python3" and Child
+// uses execve(), which does not search PATH, so the exec fails unless the working directory
+// holds a "python3". Until Child searches PATH, the upstream is started from a directory with a
+// python3 symlink (harmless once it does).
+std::unique_ptr<TestUpstream> start_upstream(const fs::path& dir, bool tls = false) {
+    const fs::path shim = make_dir(dir / "shim");
+    std::error_code ec;
+    fs::create_symlink(python3_path(), shim / "python3", ec);
+    const fs::path cwd = fs::current_path();
+    fs::current_path(shim);
+    struct Back {
+        fs::path to;
+        ~Back() { fs::current_path(to); }
+    } back{cwd};
+    return std::make_unique<TestUpstream>(dir, tls);
+}
+
+// A response read off a raw socket.
+struct RawReply {
+    int status = 0;
+    std::map<std::string, std::string> headers;  // names lower-cased
+    std::string body;                            // what followed the head (not de-chunked)
+    std::string raw;                             // everything received
+    bool closed = false;                         // the daemon closed the connection
+};
+
+std::string raw_header(const RawReply& r, const std::string& name) {
+    const auto it = r.headers.find(name);
+    return it == r.headers.end() ? std::string() : it->second;
+}
+
+// One TCP connection to the daemon, for requests that must be sent byte for byte.
+class RawConnection {
+  public:
+    explicit RawConnection(uint16_t port, int receive_buffer = 0) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd_ >= 0);
+        if (receive_buffer > 0) {
+            ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+        }
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(port);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    }
+    ~RawConnection() { ::close(fd_); }
+    RawConnection(const RawConnection&) = delete;
+    RawConnection& operator=(const RawConnection&) = delete;
+
+    // Sends `bytes`; one write() unless the kernel takes less.
+    void send(const std::string& bytes) {
+        size_t off = 0;
+        while (off < bytes.size()) {
+            const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+            if (n <= 0) {
+                break;  // the daemon closed early; what it answered is still readable
+            }
+            off += static_cast<size_t>(n);
+        }
+    }
+
+    // Up to `max` bytes, waiting at most `timeout` for the first; "" at EOF or timeout.
+    std::string read_some(size_t max, std::chrono::milliseconds timeout) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) {
+            return {};
+        }
+        std::string buf(max, '\0');
+        const ssize_t n = ::recv(fd_, buf.data(), max, 0);
+        if (n <= 0) {
+            eof_ = true;
+            return {};
+        }
+        buf.resize(static_cast<size_t>(n));
+        return buf;
+    }
+
+    // Exactly `n` bytes unless EOF or `timeout` comes first.
+    std::string read_exactly(size_t n, std::chrono::milliseconds timeout) {
+        const auto deadline = SteadyClock::now() + timeout;
+        std::string out;
+        while (out.size() < n && !eof_ && SteadyClock::now() < deadline) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - SteadyClock::now());
+            out += read_some(n - out.size(), std::max(left, 1ms));
+        }
+        return out;
+    }
+
+    // Everything until the daemon closes the connection or `timeout` passes.
+    RawReply read_until_close(std::chrono::milliseconds timeout = 5s) {
+        const auto deadline = SteadyClock::now() + timeout;
+        RawReply r;
+        while (!eof_ && SteadyClock::now() < deadline) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - SteadyClock::now());
+            r.raw += read_some(64 * 1024, std::max(left, 1ms));
+        }
+        r.closed = eof_;
+        parse(r);
+        return r;
+    }
+
+  private:
+    static void parse(RawReply& r) {
+        const size_t end = r.raw.find("\r\n\r\n");
+        if (!r.raw.starts_with("HTTP/1.1 ") || end == std::string::npos) {
+            return;
+        }
+        r.status = std::atoi(r.raw.c_str() + 9);
+        std::istringstream lines(r.raw.substr(0, end));
+        std::string line;
+        std::getline(lines, line);
+        while (std::getline(lines, line)) {
+            const size_t colon = line.find(':');
+            if (colon == std::string::npos) {
+                continue;
+            }
+            std::string value = line.substr(colon + 1);
+            value.erase(0, value.find_first_not_of(' '));
+            value.erase(value.find_last_not_of("\r") + 1);
+            r.headers[lower(line.substr(0, colon))] = value;
+        }
+        r.body = r.raw.substr(end + 4);
+    }
+
+    int fd_ = -1;
+    bool eof_ = false;
+};
+
+// Sends `request` in one write on a new connection and reads until the daemon closes it.
+RawReply raw_exchange(uint16_t port, const std::string& request,
+                      std::chrono::milliseconds timeout = 5s) {
+    RawConnection c(port);
+    c.send(request);
+    return c.read_until_close(timeout);
+}
+
+// An upstream that answers every connection with the same bytes, for response headers the test
+// upstream cannot produce: a thread on 127.0.0.1 (kernel-picked port) reads one request head
+// (and a Content-Length body), records the head, writes `answer` and closes.
+class ScriptedUpstream {
+  public:
+    explicit ScriptedUpstream(std::string answer) : answer_(std::move(answer)) {
+        listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(listen_fd_ >= 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        REQUIRE(::listen(listen_fd_, 16) == 0);
+        socklen_t len = sizeof addr;
+        REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+        port_ = ntohs(addr.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~ScriptedUpstream() {
+        stop_ = true;
+        thread_.join();
+        ::close(listen_fd_);
+    }
+    ScriptedUpstream(const ScriptedUpstream&) = delete;
+    ScriptedUpstream& operator=(const ScriptedUpstream&) = delete;
+
+    std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+    std::vector<std::string> heads() const {
+        std::lock_guard lock(mutex_);
+        return heads_;
+    }
+
+  private:
+    void serve() {
+        while (!stop_) {
+            pollfd p{listen_fd_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) {
+                continue;
+            }
+            const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) {
+                continue;
+            }
+            std::string got;
+            const auto deadline = SteadyClock::now() + 3s;
+            size_t need = std::string::npos;
+            while (SteadyClock::now() < deadline &&
+                   (need == std::string::npos || got.size() < need)) {
+                pollfd q{fd, POLLIN, 0};
+                if (::poll(&q, 1, 50) <= 0) {
+                    continue;
+                }
+                char buf[4096];
+                const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                if (n <= 0) {
+                    break;
+                }
+                got.append(buf, static_cast<size_t>(n));
+                const size_t end = got.find("\r\n\r\n");
+                if (need == std::string::npos && end != std::string::npos) {
+                    const std::string head = lower(got.substr(0, end));
+                    const size_t cl = head.find("\r\ncontent-length:");
+                    need =
+                        end + 4 + (cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 17)));
+                }
+            }
+            {
+                std::lock_guard lock(mutex_);
+                heads_.push_back(got.substr(0, got.find("\r\n\r\n")));
+            }
+            (void)!::send(fd, answer_.data(), answer_.size(), MSG_NOSIGNAL);
+            ::shutdown(fd, SHUT_WR);
+            ::close(fd);
+        }
+    }
+
+    std::string answer_;
+    int listen_fd_ = -1;
+    uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+    mutable std::mutex mutex_;
+    std::vector<std::string> heads_;
+};
+
+// A service entry for the services file.
+json service(const std::string& id, const std::string& base_url, json auth, json extra = {}) {
+    json s = {{"id", id},
+              {"name", id},
+              {"description", "test service " + id},
+              {"base_url", base_url},
+              {"auth", std::move(auth)}};
+    for (auto& [k, v] : extra.items()) {
+        s[k] = v;
+    }
+    return s;
+}
+
+const json k_bearer = {{"type", "bearer"}};
+
+struct Agent {
+    std::string name;
+    std::string id;
+    std::string key;
+    std::string session;
+};
+
+// A daemon, an upstream, and the CLI to set them up.
+struct Gateway {
+    TempDir dir;
+    std::unique_ptr<TestUpstream> upstream = start_upstream(make_dir(dir / "upstream"));
+    RunningDaemon daemon;
+    std::string socket;
+    uint16_t port = 0;
+    std::string transcript;  // every CLI stdout and stderr, for the secret checks
+
+    // Starts the daemon with a services file holding `services`.
+    void start(const json& services, const Args& extra = {}) {
+        write_file(dir / "services.json", json{{"services", services}}.dump(2));
+        Args args = {"--services", (dir / "services.json").string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        daemon = start_daemon(daemon_args(dir, args));
+        socket = daemon.socket.string();
+        port = port_of(daemon.base_url);
+    }
+
+    RunResult cli(const Args& args, const std::optional<std::string>& stdin_data = std::nullopt) {
+        Args argv = {AGENTGW_CLI_PATH, "--socket", socket, "--json"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        RunResult r = run(argv, {}, stdin_data);
+        transcript += r.out + r.err;
+        return r;
+    }
+
+    json ok(const Args& args, const std::optional<std::string>& stdin_data = std::nullopt) {
+        const RunResult r = cli(args, stdin_data);
+        INFO("agentgw --json " << joined(args) << " -> exit " << r.code << "\nstdout: " << r.out
+                               << "\nstderr: " << r.err);
+        REQUIRE(r.code == 0);
+        json doc;
+        REQUIRE_NOTHROW(doc = json::parse(r.out));
+        return doc;
+    }
+
+    void add_user(const std::string& name) {
+        ok({"user", "add", name, "--email", name + "@example.com"});
+    }
+
+    Agent add_agent(const std::string& user, const std::string& name,
+                    const std::vector<std::string>& services) {
+        Args args = {"agent", "create", "--user", user, "--name", name};
+        for (const auto& s : services) {
+            args.insert(args.end(), {"--service", s});
+        }
+        const json created = ok(args);
+        return {name, created.at("agent_id"), created.at("api_key"), created.at("session_id")};
+    }
+
+    // `scope` is {} (service-wide), {"--user", U} or {"--agent", A}.
+    void set_credential(const std::string& svc, const std::string& secret, const Args& scope = {},
+                        const std::string& type = "api_key") {
+        Args args = {"credential", "set", svc, "--type", type};
+        args.insert(args.end(), scope.begin(), scope.end());
+        ok(args, secret + "\n");
+    }
+
+    HttpReply call(const std::string& method, const std::string& path, const Headers& headers = {},
+                   const std::string& body = {}) {
+        return http_request(method, daemon.base_url + path, body, headers);
+    }
+
+    // Reads what the daemon wrote to stderr so far (its pipe must never fill up).
+    const std::string& daemon_log() {
+        daemon.child->wait_for_stderr("\x01 never printed", 1ms);
+        return daemon.child->stderr_text();
+    }
+
+    // The audit entries of one action, waiting (bounded) until there are at least `at_least`:
+    // the audit log is written off the request path.
+    json audit_entries(const std::string& action, size_t at_least) {
+        json entries;
+        const auto deadline = SteadyClock::now() + 10s;
+        do {
+            entries = ok({"audit", "--action", action, "--limit", "1000"}).at("entries");
+            if (entries.size() >= at_least) {
+                break;
+            }
+            std::this_thread::sleep_for(100ms);
+        } while (SteadyClock::now() < deadline);
+        return entries;
+    }
+};
+
+Headers session_of(const Agent& a, Headers more = {}) {
+    more.insert(more.begin(), "X-Session-ID: " + a.session);
+    return more;
+}
+
+// A gateway-made error: its status, the JSON shape and the Agentgw-Error header.
+void check_gateway_error(const HttpReply& r, long status, const std::string& type) {
+    INFO("status " << r.status << " body " << r.body << " error " << r.error);
+    CHECK(r.status == status);
+    CHECK(header(r, "agentgw-error") == type);
+    json body;
+    REQUIRE_NOTHROW(body = json::parse(r.body));
+    CHECK(body.value("error", "") == type);
+    CHECK(body.at("message").is_string());
+}
+
+void check_raw_error(const RawReply& r, int status, const std::string& type) {
+    INFO("reply: " << r.raw);
+    CHECK(r.status == status);
+    CHECK(raw_header(r, "agentgw-error") == type);
+}
+
+bool header_recorded(const json& request, const std::string& name) {
+    return std::any_of(request.at("headers").begin(), request.at("headers").end(),
+                       [&](const json& pair) { return lower(pair.at(0)) == lower(name); });
+}
+
+// Paths (without query) the upstream was asked for.
+std::vector<std::string> recorded_paths(const TestUpstream& up) {
+    std::vector<std::string> out;
+    for (const auto& r : up.requests()) {
+        out.push_back(r.at("path"));
+    }
+    return out;
+}
+
+// The pattern of /large: byte i is i % 251.
+bool large_pattern_at(const char* data, size_t n, uint64_t offset) {
+    for (size_t i : {size_t{0}, n / 2, n - 1}) {
+        if (static_cast<unsigned char>(data[i]) != (offset + i) % 251) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("the proxy injects each credential type and forwards the request faithfully",
+          "[proxy][inject][secret]") {
+    Gateway g;
+    const std::string pid = std::to_string(::getpid());
+    const std::string up = g.upstream->base_url();
+    g.start(json::array(
+                {service("bearer", up, k_bearer),
+                 service("header", up,
+                         {{"type", "header"}, {"name", "X-Upstream-Key"}, {"prefix", "Token "}}),
+                 service("query", up, {{"type", "query"}, {"name", "api_key"}}),
+                 service("basic", up, {{"type", "basic"}})}),
+            {"--log-level", "debug"});  // the most the daemon ever logs: still no secret
+
+    const std::string bearer_secret = "sk-bearer-SECRET-" + pid;
+    const std::string header_secret = "hdr-SECRET-" + pid;
+    const std::string query_secret = "q-SECRET-" + pid;
+    const std::string basic_user = "basic-user-" + pid;
+    const std::string basic_password = "pw-SECRET-" + pid;
+    const std::string basic_pair = basic_user + ":" + basic_password;
+
+    g.add_user("alice");
+    g.add_user("bob");
+    const Agent worker = g.add_agent("alice", "worker", {"bearer", "header", "query", "basic"});
+    g.set_credential("bearer", bearer_secret);
+    g.set_credential("header", header_secret);
+    g.set_credential("query", query_secret);
+    g.set_credential("basic", basic_pair, {}, "basic");
+
+    size_t proxied = 0;  // proxy requests made, for the audit check
+    const std::string query = "b=2&a=1&a=3&s=%20x+y&e=&flag&enc=a%2Fb";
+    std::string body;
+    for (int i = 0; i < 3000; ++i) {
+        body.push_back(static_cast<char>((i * 7) % 256));
+    }
+    body += "\r\n\r\nGET /x HTTP/1.1\r\n\r\n";
+
+    struct Injection {
+        std::string svc;
+        std::function<void(const json&)> check;
+    };
+    const std::vector<Injection> injections = {
+        {"bearer",
+         [&](const json& r) {
+             CHECK(recorded_header(r, "Authorization") == "Bearer " + bearer_secret);
+             CHECK(recorded_header(r, "X-Upstream-Key") == "forged-by-agent");
+         }},
+        {"header",
+         [&](const json& r) {
+             CHECK(recorded_header(r, "X-Upstream-Key") == "Token " + header_secret);
+             CHECK_FALSE(header_recorded(r, "Authorization"));
+         }},
+        {"query",
+         [&](const json& r) {
+             CHECK(r.at("target") == "/echo/in/query?" + query + "&api_key=" + query_secret);
+             CHECK(r.at("query").at("api_key") == json::array({query_secret}));
+             CHECK_FALSE(header_recorded(r, "Authorization"));
+         }},
+        {"basic",
+         [&](const json& r) {
+             CHECK(recorded_header(r, "Authorization") == "Basic " + base64(basic_pair));
+         }},
+    };
+
+    for (const auto& inj : injections) {
+        INFO("service " << inj.svc);
+        g.upstream->clear_requests();
+        const HttpReply reply = g.call(
+            "POST", "/api/" + inj.svc + "/echo/in/" + inj.svc + "?" + query,
+            session_of(worker,
+                       {"Authorization: Bearer " + worker.key, "x-api-key: " + worker.key,
+                        "Connection: X-Foo", "X-Foo: hop-by-hop", "Keep-Alive: timeout=5",
+                        "TE: trailers", "Upgrade: h2c",
+                        "Proxy-Authorization: Basic cHJveHk6cHc=", "Proxy-Connection: keep-alive",
+                        "X-Custom: kept", "X-Upstream-Key: forged-by-agent",
+                        "Content-Type: application/octet-stream"}),
+            body);
+        ++proxied;
+        INFO("reply " << reply.status << " " << reply.error << " " << reply.body);
+        REQUIRE(reply.status == 200);
+        CHECK(header(reply, "agentgw-error").empty());
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        const json& r = requests[0];
+        CHECK(r.at("method") == "POST");
+        if (inj.svc != "query") {
+            CHECK(r.at("target") == "/echo/in/" + inj.svc + "?" + query);
+        }
+        CHECK(r.at("body_len") == body.size());
+        CHECK(latin1(r.at("body")) == body);
+        CHECK(recorded_header(r, "Content-Length") == std::to_string(body.size()));
+        CHECK(recorded_header(r, "Host") == "127.0.0.1:" + std::to_string(g.upstream->port()));
+        CHECK(recorded_header(r, "X-Custom") == "kept");
+        CHECK(recorded_header(r, "Content-Type") == "application/octet-stream");
+        for (const char* name :
+             {"X-Session-ID", "x-api-key", "Connection", "X-Foo", "Keep-Alive", "TE", "Upgrade",
+              "Proxy-Authorization", "Proxy-Connection", "Transfer-Encoding", "Expect"}) {
+            INFO("header " << name);
+            CHECK_FALSE(header_recorded(r, name));
+        }
+        CHECK_FALSE(recorded_contains(r, worker.key));
+        CHECK_FALSE(recorded_contains(r, worker.session));
+        inj.check(r);
+    }
+
+    SECTION("a chunked upload reaches the upstream byte for byte") {
+        g.upstream->clear_requests();
+        const std::string part1 = "hello ";
+        std::string part2 = "world\r\n0\r\n\r\n";
+        part2.push_back('\0');
+        part2 += "\xff\xfe tail";
+        char size2[16];
+        std::snprintf(size2, sizeof size2, "%zx", part2.size());
+        const RawReply reply =
+            raw_exchange(g.port,
+                         "POST /api/bearer/echo/chunked?z=1&y HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         "X-Session-ID: " +
+                             worker.session +
+                             "\r\n"
+                             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                             "6\r\n" +
+                             part1 + "\r\n" + size2 + ";ext=1\r\n" + part2 +
+                             "\r\n"
+                             "0\r\nX-Trailer: t\r\n\r\n");
+        ++proxied;
+        INFO("reply " << reply.raw);
+        CHECK(reply.status == 200);
+        CHECK(reply.closed);
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        CHECK(requests[0].at("target") == "/echo/chunked?z=1&y");
+        CHECK(latin1(requests[0].at("body")) == part1 + part2);
+        CHECK(recorded_header(requests[0], "Authorization") == "Bearer " + bearer_secret);
+        CHECK_FALSE(requests[0].contains("error"));
+    }
+
+    SECTION("a large body passes in pieces, after 100-continue") {
+        g.upstream->clear_requests();
+        std::string big(3 * k_mib + 17, '\0');
+        for (size_t i = 0; i < big.size(); ++i) {
+            big[i] = static_cast<char>("0123456789abcdefghijklmnopqrstuvwxyz"[(i * 31) % 36]);
+        }
+        const HttpReply reply =
+            g.call("PUT", "/api/basic/echo/big", session_of(worker, {"Expect: 100-continue"}), big);
+        ++proxied;
+        CHECK(reply.status == 200);
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        CHECK(requests[0].at("method") == "PUT");
+        CHECK(requests[0].at("body_len") == big.size());
+        CHECK(requests[0].at("body") == big);
+    }
+
+    SECTION("the most specific credential wins") {
+        g.set_credential("bearer", "sk-user-alice-" + pid, {"--user", "alice"});
+        g.set_credential("bearer", "sk-agent-worker-" + pid, {"--agent", "worker"});
+        const Agent helper = g.add_agent("alice", "helper", {"bearer"});
+        const Agent third = g.add_agent("alice", "third", {"bearer"});
+        const Agent outsider = g.add_agent("bob", "outsider", {"bearer"});
+        g.set_credential("bearer", "sk-agent-helper-" + pid, {"--agent", "helper"});
+        const std::vector<std::pair<Agent, std::string>> expected = {
+            {worker, "sk-agent-worker-" + pid},  // agent-scoped beats user-scoped
+            {helper, "sk-agent-helper-" + pid},  // two agents of one user, two keys
+            {third, "sk-user-alice-" + pid},     // user-scoped beats service-wide
+            {outsider, bearer_secret},           // another user: service-wide
+        };
+        for (const auto& [agent, secret] : expected) {
+            INFO("agent " << agent.name);
+            g.upstream->clear_requests();
+            const HttpReply reply = g.call("GET", "/api/bearer/echo/scope", session_of(agent));
+            ++proxied;
+            CHECK(reply.status == 200);
+            const auto requests = g.upstream->requests();
+            REQUIRE(requests.size() == 1);
+            CHECK(recorded_header(requests[0], "Authorization") == "Bearer " + secret);
+        }
+    }
+
+    SECTION("no secret reaches a response, the daemon's log or the audit log") {
+        const std::vector<std::string> secrets = {bearer_secret, header_secret,
+                                                  query_secret,  basic_password,
+                                                  basic_pair,    base64(basic_pair)};
+        // Responses that do not echo the request (the /echo endpoint reflects what the
+        // upstream got, credential included, by design): successes, upstream errors,
+        // redirects and gateway refusals, for every injection type.
+        std::string seen;
+        for (const char* svc : {"bearer", "header", "query", "basic"}) {
+            for (const std::string path : {"/v1/models?x=1", "/status/404", "/status/500",
+                                           "/redirect", "/large?bytes=100"}) {
+                const HttpReply r =
+                    g.call("GET", std::string("/api/") + svc + path, session_of(worker));
+                ++proxied;
+                CHECK(r.status >= 200);
+                seen += r.body + "\n";
+                for (const auto& [name, value] : r.headers) {
+                    seen += name + ": " + value + "\n";
+                }
+            }
+            const HttpReply refused = g.call("DELETE", std::string("/api/") + svc + "/x",
+                                             {"X-Session-ID: not-a-session"});
+            ++proxied;
+            CHECK(refused.status == 401);
+            seen += refused.body;
+        }
+        const json audit = g.audit_entries("proxy", proxied);
+        const RunResult human = g.cli({"audit", "--limit", "1000"});
+        const std::string log = g.daemon_log();
+        CHECK(contains(log, "ready:"));  // the log was read, not an empty string
+        for (const auto& secret : secrets) {
+            INFO("secret " << secret);
+            CHECK_FALSE(contains(seen, secret));
+            CHECK_FALSE(contains(log, secret));
+            CHECK_FALSE(contains(audit.dump(), secret));
+            CHECK_FALSE(contains(human.out, secret));
+            CHECK_FALSE(contains(g.transcript, secret));
+        }
+
+        // One proxy entry per request: method, path without the query, status, latency, bytes.
+        CHECK(audit.size() == proxied);
+        bool saw_models = false;
+        bool saw_echo_post = false;
+        for (const auto& e : audit) {
+            INFO("entry " << e.dump());
+            const json& d = e.at("details");
+            CHECK(d.at("method").is_string());
+            CHECK(d.at("status").is_number_integer());
+            CHECK(d.at("latency_ms").is_number());
+            CHECK(d.at("bytes_in").is_number_integer());
+            CHECK(d.at("bytes_out").is_number_integer());
+            const std::string path = d.at("path");
+            CHECK_FALSE(contains(path, "?"));
+            CHECK_FALSE(contains(e.dump(), "api_key"));
+            if (path == "/v1/models" && d.at("status") == 200) {
+                saw_models = true;
+                CHECK(d.at("bytes_out") > 0);
+                CHECK(e.at("actor") == "agent:" + worker.id);
+            }
+            if (path == "/echo/in/bearer") {
+                saw_echo_post = true;
+                CHECK(d.at("method") == "POST");
+                CHECK(d.at("bytes_in") == body.size());
+                CHECK(e.at("target") == "service:bearer");
+            }
+        }
+        CHECK(saw_models);
+        CHECK(saw_echo_post);
+    }
+}
+
+TEST_CASE("the proxy authenticates agents and enforces grants before forwarding", "[proxy][auth]") {
+    Gateway g;
+    const std::string up = g.upstream->base_url();
+    g.start(json::array({service("echo", up, k_bearer), service("other", up, k_bearer),
+                         service("nocred", up, k_bearer)}));
+    g.add_user("alice");
+    Agent worker = g.add_agent("alice", "worker", {"echo", "nocred"});
+    const Agent narrow = g.add_agent("alice", "narrow", {});
+    g.ok({"agent", "grant", "narrow", "echo", "--method", "GET", "--path", "/echo/allowed/*"});
+    g.set_credential("echo", "sk-echo");
+    g.set_credential("other", "sk-other");
+    g.upstream->clear_requests();
+
+    SECTION("missing, malformed and stale credentials get 401") {
+        check_gateway_error(g.call("GET", "/api/echo/echo/x"), 401, "unauthorized");
+        check_gateway_error(g.call("GET", "/api/echo/echo/x", {"X-Session-ID: garbage.token.x"}),
+                            401, "unauthorized");
+        check_gateway_error(g.call("GET", "/api/echo/echo/x", {"Authorization: Bearer garbage"}),
+                            401, "unauthorized");
+        check_gateway_error(g.call("GET", "/api/echo/echo/x",
+                                   {"Authorization: Bearer agw_" + std::string(43, 'A')}),
+                            401, "unauthorized");
+        check_gateway_error(g.call("GET", "/api/echo/echo/x", {"Authorization: Basic eDp5"}), 401,
+                            "unauthorized");
+        check_gateway_error(g.call("GET", "/api/echo/echo/x", {"x-api-key: " + worker.key}), 401,
+                            "unauthorized");
+
+        // Before the rotation both the key and the session work.
+        CHECK(g.call("GET", "/api/echo/echo/before", session_of(worker)).status == 200);
+        CHECK(g.call("GET", "/api/echo/echo/before", {"Authorization: Bearer " + worker.key})
+                  .status == 200);
+        const json rotated = g.ok({"agent", "rotate", "worker"});
+        const std::string new_key = rotated.at("api_key");
+        check_gateway_error(g.call("GET", "/api/echo/echo/stale", session_of(worker)), 401,
+                            "unauthorized");
+        check_gateway_error(
+            g.call("GET", "/api/echo/echo/stale", {"Authorization: Bearer " + worker.session}), 401,
+            "unauthorized");
+        check_gateway_error(
+            g.call("GET", "/api/echo/echo/stale", {"Authorization: Bearer " + worker.key}), 401,
+            "unauthorized");
+        CHECK(g.call("GET", "/api/echo/echo/after", {"Authorization: Bearer " + new_key}).status ==
+              200);
+        CHECK(g.call("GET", "/api/echo/echo/after",
+                     {"X-Session-ID: " + rotated.at("new_session_id").get<std::string>()})
+                  .status == 200);
+        CHECK(recorded_paths(*g.upstream) == std::vector<std::string>{"/echo/before",
+                                                                      "/echo/before", "/echo/after",
+                                                                      "/echo/after"});
+    }
+
+    SECTION("grants, narrowed grants and unknown services") {
+        check_gateway_error(g.call("GET", "/api/other/echo/x", session_of(worker)), 403,
+                            "service_not_allowed");
+        check_gateway_error(g.call("GET", "/api/nosuch/echo/x", session_of(worker)), 404,
+                            "not_found");
+        CHECK(g.call("GET", "/api/echo/echo/allowed/yes?q=1", session_of(narrow)).status == 200);
+        check_gateway_error(g.call("GET", "/api/echo/echo/other", session_of(narrow)), 403,
+                            "service_not_allowed");
+        check_gateway_error(g.call("GET", "/api/echo/echo/allowed", session_of(narrow)), 403,
+                            "service_not_allowed");
+        check_gateway_error(g.call("POST", "/api/echo/echo/allowed/yes", session_of(narrow), "b"),
+                            403, "service_not_allowed");
+        check_gateway_error(g.call("DELETE", "/api/echo/echo/allowed/yes", session_of(narrow)), 403,
+                            "service_not_allowed");
+        // No credential stored: never forwarded without one.
+        const HttpReply nocred = g.call("GET", "/api/nocred/echo/x", session_of(worker));
+        check_gateway_error(nocred, 502, "upstream_error");
+        CHECK(contains(nocred.body, "nocred"));
+        CHECK(recorded_paths(*g.upstream) == std::vector<std::string>{"/echo/allowed/yes"});
+    }
+
+    SECTION("a disabled agent gets 403 forbidden until enabled again") {
+        g.ok({"agent", "disable", "worker"});
+        check_gateway_error(g.call("GET", "/api/echo/echo/x", session_of(worker)), 403,
+                            "forbidden");
+        check_gateway_error(
+            g.call("GET", "/api/echo/echo/x", {"Authorization: Bearer " + worker.key}), 403,
+            "forbidden");
+        check_gateway_error(g.call("GET", "/api", session_of(worker)), 403, "forbidden");
+        CHECK(g.upstream->requests().empty());
+        g.ok({"agent", "enable", "worker"});
+        CHECK(g.call("GET", "/api/echo/echo/x", session_of(worker)).status == 200);
+    }
+
+    SECTION("GET /api lists the caller's services; /login issues usable sessions") {
+        const HttpReply listed = g.call("GET", "/api", session_of(narrow));
+        REQUIRE(listed.status == 200);
+        const json doc = json::parse(listed.body);
+        CHECK(doc.at("agent") == "narrow");
+        REQUIRE(doc.at("services").size() == 1);
+        const json& s = doc.at("services")[0];
+        CHECK(s.at("id") == "echo");
+        CHECK(s.at("name") == "echo");
+        CHECK(s.at("description") == "test service echo");
+        CHECK(s.at("methods") == json::array({"GET"}));
+        CHECK(s.at("paths") == json::array({"/echo/allowed/*"}));
+        CHECK_FALSE(header(listed, "ratelimit-limit").empty());
+
+        const json all = json::parse(g.call("GET", "/api", session_of(worker)).body);
+        std::vector<std::string> ids;
+        for (const auto& e : all.at("services")) {
+            ids.push_back(e.at("id"));
+            CHECK(e.at("methods").is_array());
+            CHECK(e.at("paths").is_array());
+        }
+        std::sort(ids.begin(), ids.end());
+        CHECK(ids == std::vector<std::string>{"echo", "nocred"});
+        check_gateway_error(g.call("GET", "/api"), 401, "unauthorized");
+
+        const HttpReply login =
+            g.call("POST", "/login", {"x-api-key: " + worker.key, "username: worker"});
+        REQUIRE(login.status == 200);
+        const json token_doc = json::parse(login.body);
+        const std::string token = token_doc.at("token");
+        CHECK(token_doc.at("expires_at").is_string());
+        CHECK(g.call("GET", "/api/echo/echo/login1", {"X-Session-ID: " + token}).status == 200);
+        CHECK(g.call("GET", "/api/echo/echo/login2", {"Authorization: Bearer " + token}).status ==
+              200);
+        CHECK(g.call("GET", "/api/echo/echo/key", {"Authorization: Bearer " + worker.key}).status ==
+              200);
+        check_gateway_error(
+            g.call("POST", "/login", {"x-api-key: " + worker.key, "username: narrow"}), 401,
+            "unauthorized");
+        CHECK(recorded_paths(*g.upstream) ==
+              std::vector<std::string>{"/echo/login1", "/echo/login2", "/echo/key"});
+        for (const auto& r : g.upstream->requests()) {
+            CHECK(recorded_header(r, "Authorization") == "Bearer sk-echo");
+            CHECK_FALSE(recorded_contains(r, token));
+            CHECK_FALSE(recorded_contains(r, worker.key));
+        }
+    }
+}
+
+TEST_CASE("the proxy applies agent and service rate limits", "[proxy][ratelimit]") {
+    Gateway g;
+    const std::string up = g.upstream->base_url();
+    g.start(json::array({service("echo", up, k_bearer),
+                         service("limited", up, k_bearer,
+                                 {{"rate_limit", {{"requests", 2}, {"window_secs", 60}}}})}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"echo", "limited"});
+    const Agent helper = g.add_agent("alice", "helper", {"limited"});
+    g.set_credential("echo", "sk-echo");
+    g.set_credential("limited", "sk-limited");
+    g.upstream->clear_requests();
+
+    SECTION("per agent") {
+        g.ok({"agent", "limit", "worker", "--requests", "3", "--window", "60"});
+        for (int i = 0; i < 3; ++i) {
+            INFO("request " << i);
+            const HttpReply r = g.call("GET", "/api/echo/echo/n", session_of(worker));
+            CHECK(r.status == 200);
+            CHECK(header(r, "ratelimit-limit") == "3");
+            CHECK(header(r, "ratelimit-remaining") == std::to_string(2 - i));
+            const std::string reset = header(r, "ratelimit-reset");
+            REQUIRE_FALSE(reset.empty());
+            CHECK(std::stoi(reset) > 0);
+            // Until every counted request has slid out of the sliding window: at most two
+            // windows (daemon/ratelimit/rate_limiter.hpp).
+            CHECK(std::stoi(reset) <= 120);
+            CHECK(header(r, "retry-after").empty());
+        }
+        const HttpReply refused = g.call("GET", "/api/echo/echo/n", session_of(worker));
+        check_gateway_error(refused, 429, "rate_limit_exceeded");
+        CHECK(header(refused, "ratelimit-limit") == "3");
+        CHECK(header(refused, "ratelimit-remaining") == "0");
+        CHECK_FALSE(header(refused, "ratelimit-reset").empty());
+        const std::string retry = header(refused, "retry-after");
+        REQUIRE_FALSE(retry.empty());
+        CHECK(std::stoi(retry) >= 1);
+        CHECK(std::stoi(retry) <= 120);  // the sliding-window estimate: up to two windows
+        CHECK(g.upstream->requests().size() == 3);
+        // The limit is the agent's: another agent of the same user is not affected.
+        CHECK(g.call("GET", "/api/limited/echo/h", session_of(helper)).status == 200);
+    }
+
+    SECTION("per service, shared by the agents using it") {
+        const HttpReply first = g.call("GET", "/api/limited/echo/1", session_of(worker));
+        CHECK(first.status == 200);
+        CHECK(header(first, "ratelimit-limit") == "2");  // the most restrictive limit
+        CHECK(header(first, "ratelimit-remaining") == "1");
+        const HttpReply second = g.call("GET", "/api/limited/echo/2", session_of(helper));
+        CHECK(second.status == 200);
+        CHECK(header(second, "ratelimit-remaining") == "0");
+        const HttpReply third = g.call("GET", "/api/limited/echo/3", session_of(worker));
+        check_gateway_error(third, 429, "rate_limit_exceeded");
+        CHECK(header(third, "ratelimit-limit") == "2");
+        CHECK_FALSE(header(third, "retry-after").empty());
+        CHECK(recorded_paths(*g.upstream) == std::vector<std::string>{"/echo/1", "/echo/2"});
+        // Other services are not limited by it.
+        CHECK(g.call("GET", "/api/echo/echo/4", session_of(worker)).status == 200);
+    }
+}
+
+TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy][reject]") {
+    Gateway g;
+    g.start(json::array(
+        {service("echo", g.upstream->base_url(), k_bearer),
+         service("based", g.upstream->base_url() + "/echo/base", k_bearer, {{"max_body", 1000}})}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"echo", "based"});
+    g.set_credential("echo", "sk-echo");
+    g.set_credential("based", "sk-based");
+    g.upstream->clear_requests();
+    const std::string auth = "X-Session-ID: " + worker.session + "\r\n";
+    const std::string host = "Host: 127.0.0.1:" + std::to_string(g.port) + "\r\n";
+
+    // Sanity: the same raw request with a clean path passes.
+    const RawReply fine = raw_exchange(
+        g.port, "GET /api/echo/echo/fine HTTP/1.1\r\n" + host + auth + "Connection: close\r\n\r\n");
+    CHECK(fine.status == 200);
+    REQUIRE(recorded_paths(*g.upstream) == std::vector<std::string>{"/echo/fine"});
+    g.upstream->clear_requests();
+
+    SECTION("traversal and targets that are not origin-form") {
+        const std::vector<std::string> request_lines = {
+            "GET /api/echo/../echo/x HTTP/1.1",
+            "GET /api/echo/echo/../../etc/passwd HTTP/1.1",
+            "GET /api/echo/echo/.. HTTP/1.1",
+            "GET /api/echo/./echo HTTP/1.1",
+            "GET /api/echo/echo/%2e%2e/x HTTP/1.1",
+            "GET /api/echo/echo/%2E%2e/x HTTP/1.1",
+            "GET /api/echo/echo/.%2e/x HTTP/1.1",
+            "GET /api/echo/echo/a%2fb HTTP/1.1",
+            "GET /api/echo/echo/a%2Fb HTTP/1.1",
+            "GET /api/echo/echo/a%5cb HTTP/1.1",
+            "GET /api/echo/echo/a%5Cb HTTP/1.1",
+            "GET /api/echo/echo/a\\b HTTP/1.1",
+            "GET /api/echo/echo/%00x HTTP/1.1",
+            "GET http://evil/ HTTP/1.1",
+            "GET http://127.0.0.1:" + std::to_string(g.upstream->port()) + "/echo/abs HTTP/1.1",
+            "GET http://127.0.0.1:" + std::to_string(g.port) + "/api/echo/echo/abs HTTP/1.1",
+            "CONNECT 127.0.0.1:" + std::to_string(g.upstream->port()) + " HTTP/1.1",
+            "CONNECT /api/echo/echo/x HTTP/1.1",
+        };
+        for (const auto& line : request_lines) {
+            INFO("request line: " << line);
+            const RawReply r =
+                raw_exchange(g.port, line + "\r\n" + host + auth + "Connection: close\r\n\r\n");
+            check_raw_error(r, 400, "bad_request");
+            if (r.status == 400) {
+                CHECK(json::parse(r.body, nullptr, false).value("error", "") == "bad_request");
+            }
+        }
+        CHECK(g.upstream->requests().empty());
+    }
+
+    SECTION("the base path stays; bodies above max_body get 413") {
+        const HttpReply r = g.call("GET", "/api/based/sub/x?k=v", session_of(worker));
+        CHECK(r.status == 200);
+        const RawReply up = raw_exchange(
+            g.port, "GET /api/based/../x HTTP/1.1\r\n" + host + auth + "Connection: close\r\n\r\n");
+        check_raw_error(up, 400, "bad_request");
+        check_gateway_error(
+            g.call("POST", "/api/based/sub", session_of(worker), std::string(1001, 'x')), 413,
+            "payload_too_large");
+        const RawReply chunked =
+            raw_exchange(g.port, "POST /api/based/sub HTTP/1.1\r\n" + host + auth +
+                                     "Transfer-Encoding: chunked\r\n\r\n400\r\n" +
+                                     std::string(1024, 'y') + "\r\n0\r\n\r\n");
+        check_raw_error(chunked, 413, "payload_too_large");
+        CHECK(chunked.closed);
+        CHECK(g.call("POST", "/api/based/sub", session_of(worker), std::string(1000, 'x')).status ==
+              200);
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() >= 2);
+        CHECK(requests.front().at("target") == "/echo/base/sub/x?k=v");
+        CHECK(requests.back().at("target") == "/echo/base/sub");
+        CHECK(requests.back().at("body_len") == 1000);
+        for (const auto& req : requests) {
+            // A chunked body that turned out too large may have started upstream; it must not
+            // have arrived whole.
+            CHECK(req.at("body_len") <= 1000);
+        }
+    }
+
+    SECTION("request smuggling closes the connection and forwards nothing") {
+        const std::string smuggled =
+            "GET /api/echo/echo/smuggled HTTP/1.1\r\n" + host + auth + "\r\n";
+        const std::vector<std::pair<std::string, std::string>> framings = {
+            {"TE gzip", "Transfer-Encoding: gzip\r\n"},
+            {"TE gzip, chunked", "Transfer-Encoding: chunked, gzip\r\n"},
+            {"TE twice, chunked first",
+             "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"},
+            {"TE twice, gzip first", "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"},
+            {"CL and TE", "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n"},
+            {"TE and CL", "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n"},
+            {"two lengths", "Content-Length: 0\r\nContent-Length: 5\r\n"},
+            {"TE with space", "Transfer-Encoding : chunked\r\n"},
+        };
+        for (const auto& [name, framing] : framings) {
+            INFO("framing: " << name);
+            RawConnection c(g.port);
+            c.send("POST /api/echo/echo/front HTTP/1.1\r\n" + host + auth + framing + "\r\n" +
+                   smuggled);
+            const RawReply r = c.read_until_close();
+            check_raw_error(r, 400, "bad_request");
+            CHECK(r.closed);
+            size_t responses = 0;
+            for (size_t pos = r.raw.find("HTTP/1.1 "); pos != std::string::npos;
+                 pos = r.raw.find("HTTP/1.1 ", pos + 1)) {
+                ++responses;
+            }
+            CHECK(responses == 1);
+        }
+        const auto paths = recorded_paths(*g.upstream);
+        CHECK(std::find(paths.begin(), paths.end(), "/echo/smuggled") == paths.end());
+        CHECK(paths.empty());
+    }
+
+    SECTION("CR, LF and NUL inside header values") {
+        const std::vector<std::pair<std::string, std::string>> headers = {
+            {"CR", std::string("X-Bad: a\rb\r\n")},
+            {"LF", std::string("X-Bad: a\nX-Injected: evil\r\n")},
+            {"NUL", std::string("X-Bad: a\0b\r\n", 12)},
+            {"CR in the session", "X-Session-ID: " + worker.session + "\rX-Injected: evil\r\n"},
+        };
+        for (const auto& [name, bad] : headers) {
+            INFO("header with " << name);
+            const RawReply r = raw_exchange(g.port, "GET /api/echo/echo/hdr HTTP/1.1\r\n" + host +
+                                                        auth + bad + "Connection: close\r\n\r\n");
+            check_raw_error(r, 400, "bad_request");
+        }
+        CHECK(g.upstream->requests().empty());
+
+        // A folded line (obs-fold) is either refused or joined into one value (RFC 9112 §5.2
+        // allows both); it never becomes a header of its own.
+        const RawReply folded =
+            raw_exchange(g.port, "GET /api/echo/echo/fold HTTP/1.1\r\n" + host + auth +
+                                     "X-Bad: a\r\n X-Injected: evil\r\nConnection: close\r\n\r\n");
+        CHECK((folded.status == 400 || folded.status == 200));
+        for (const auto& r : g.upstream->requests()) {
+            CHECK_FALSE(header_recorded(r, "X-Injected"));
+            CHECK(recorded_header(r, "X-Bad").find_first_of("\r\n") == std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("the proxy reports upstream failures and passes upstream answers through",
+          "[proxy][upstream]") {
+    Gateway g;
+    const std::string up = g.upstream->base_url();
+    g.start(json::array({service("echo", up, k_bearer),
+                         service("down", "http://127.0.0.1:" + std::to_string(closed_port()),
+                                 k_bearer, {{"connect_timeout_secs", 2}}),
+                         service("slow", up, k_bearer, {{"timeout_secs", 2}})}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"echo", "down", "slow"});
+    for (const char* svc : {"echo", "down", "slow"}) {
+        g.set_credential(svc, std::string("sk-") + svc);
+    }
+    g.upstream->clear_requests();
+
+    SECTION("nobody listening: 502") {
+        const auto start = SteadyClock::now();
+        check_gateway_error(g.call("GET", "/api/down/x", session_of(worker)), 502,
+                            "upstream_error");
+        CHECK(seconds_since(start) < 5);
+    }
+
+    SECTION("no answer in time: 504") {
+        const auto start = SteadyClock::now();
+        const HttpReply r = g.call("GET", "/api/slow/stall?secs=10", session_of(worker));
+        const double took = seconds_since(start);
+        check_gateway_error(r, 504, "upstream_timeout");
+        CHECK(took >= 1.5);
+        CHECK(took < 8);  // a correctness bound (the service says 2 s), not a benchmark
+    }
+
+    SECTION("a body that stops mid-way ends the response instead of hanging") {
+        const auto start = SteadyClock::now();
+        const HttpReply r = g.call("GET", "/api/slow/stall-body?secs=6", session_of(worker));
+        const double took = seconds_since(start);
+        INFO("status " << r.status << " error " << r.error << " body " << r.body.size());
+        CHECK(r.status == 0);  // curl saw the response cut short
+        CHECK_FALSE(r.error.empty());
+        CHECK(took < 5.5);
+    }
+
+    SECTION("redirects are passed back, not followed") {
+        const HttpReply r = g.call("GET", "/api/echo/redirect", session_of(worker));
+        CHECK(r.status == 302);
+        CHECK(header(r, "location") == "/echo/redirected");
+        CHECK(header(r, "agentgw-error").empty());
+        CHECK(json::parse(r.body) == json{{"redirect", "/echo/redirected"}});
+        CHECK(recorded_paths(*g.upstream) == std::vector<std::string>{"/redirect"});
+    }
+
+    SECTION("upstream errors pass through as they are") {
+        for (int code : {404, 500, 503, 401, 429}) {
+            INFO("status " << code);
+            const HttpReply r =
+                g.call("GET", "/api/echo/status/" + std::to_string(code), session_of(worker));
+            CHECK(r.status == code);
+            CHECK(header(r, "agentgw-error").empty());
+            CHECK(json::parse(r.body) == json{{"status", code}});
+            CHECK(header(r, "content-type") == "application/json");
+        }
+        const HttpReply empty = g.call("GET", "/api/echo/status/204", session_of(worker));
+        CHECK(empty.status == 204);
+        CHECK(empty.body.empty());
+        const RawReply head =
+            raw_exchange(g.port, "HEAD /api/echo/echo/head HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+                                     worker.session + "\r\nConnection: close\r\n\r\n");
+        CHECK(head.status == 200);
+        CHECK(head.body.empty());
+        CHECK_FALSE(raw_header(head, "content-length").empty());
+    }
+
+    SECTION("a connection reset mid-body truncates the response quickly") {
+        const auto start = SteadyClock::now();
+        const HttpReply r = g.call("GET", "/api/echo/reset?after=5000", session_of(worker));
+        const double took = seconds_since(start);
+        INFO("status " << r.status << " error " << r.error << " body " << r.body.size());
+        CHECK((r.status == 0 || r.body.size() < 1000000));
+        CHECK_FALSE(r.error.empty());
+        CHECK(r.body.size() <= 5000);
+        CHECK(took < 5);
+    }
+
+    // Whatever happened before, the daemon keeps serving.
+    const HttpReply after = g.call("GET", "/api/echo/echo/after", session_of(worker));
+    CHECK(after.status == 200);
+    CHECK(g.call("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("the proxy drops hop-by-hop headers both ways and keeps Agentgw-Error its own",
+          "[proxy][headers]") {
+    const std::string body = R"({"error":"upstream's own"})";
+    ScriptedUpstream scripted(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) +
+        "\r\nConnection: close, X-Hop\r\nX-Hop: hop-value\r\nKeep-Alive: timeout=5\r\n"
+        "Proxy-Authenticate: Basic realm=x\r\nAgentgw-Error: service_not_allowed\r\n"
+        "Set-Cookie: a=b\r\nX-Upstream: yes\r\n\r\n" +
+        body);
+    Gateway g;
+    g.start(json::array({service("scripted", scripted.base_url(), k_bearer),
+                         service("echo", g.upstream->base_url(), k_bearer)}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"scripted", "echo"});
+    g.set_credential("scripted", "sk-scripted");
+    g.set_credential("echo", "sk-echo");
+
+    SECTION("response: the upstream's status, body and end-to-end headers only") {
+        const HttpReply r = g.call("GET", "/api/scripted/thing", session_of(worker));
+        CHECK(r.status == 403);
+        CHECK(r.body == body);
+        CHECK(header(r, "x-upstream") == "yes");
+        CHECK(header(r, "set-cookie") == "a=b");
+        CHECK(header(r, "x-hop").empty());
+        CHECK(header(r, "keep-alive").empty());
+        CHECK(header(r, "proxy-authenticate").empty());
+        REQUIRE(scripted.heads().size() == 1);
+        CHECK(contains(scripted.heads()[0], "Authorization: Bearer sk-scripted"));
+    }
+
+    SECTION("response: an upstream cannot pass itself off as the gateway") {
+        // SPEC §3: Agentgw-Error lets an agent *always* tell a gateway refusal from the
+        // upstream's own answer, so the upstream's copy must not reach the agent.
+        const HttpReply r = g.call("GET", "/api/scripted/thing", session_of(worker));
+        CHECK(r.status == 403);
+        CHECK(header(r, "agentgw-error").empty());
+    }
+}
+
+// BUG (daemon/agent/proxy.cpp, copy_request_headers): only the first Connection field line is
+// read (`call.req[beast_http::field::connection]`), so headers named in a later Connection line
+// reach the upstream. Likewise `close` in a later line is ignored (Beast's message::keep_alive()
+// looks at the first Connection field only; the parser's own keep_alive() sees them all).
+// Remove [!mayfail] once fixed.
+TEST_CASE("the proxy honours every Connection field line", "[proxy][headers][!mayfail]") {
+    Gateway g;
+    g.start(json::array({service("echo", g.upstream->base_url(), k_bearer)}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"echo"});
+    g.set_credential("echo", "sk-echo");
+    const std::string head =
+        "GET /api/echo/echo/conn HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session + "\r\n";
+
+    const RawReply named = raw_exchange(g.port, head +
+                                                    "Connection: close\r\nConnection: X-Second\r\n"
+                                                    "X-Second: hop\r\nconnection: x-third\r\n"
+                                                    "X-Third: hop\r\n\r\n");
+    CHECK(named.status == 200);
+    const auto requests = g.upstream->requests();
+    REQUIRE(requests.size() == 1);
+    CHECK_FALSE(header_recorded(requests[0], "X-Second"));
+    CHECK_FALSE(header_recorded(requests[0], "X-Third"));
+    CHECK_FALSE(header_recorded(requests[0], "Connection"));
+
+    const RawReply closing =
+        raw_exchange(g.port, head + "Connection: keep-alive\r\nConnection: close\r\n\r\n", 1s);
+    CHECK(closing.status == 200);
+    CHECK(closing.closed);
+}
+
+namespace {
+
+// Arrival of a streamed body, for the SSE and large-download checks.
+struct Stream {
+    SteadyClock::time_point start;
+    std::vector<double> event_times;  // seconds after start, one per complete event
+    std::string text;                 // SSE text so far
+    uint64_t bytes = 0;
+    bool pattern_ok = true;
+    pid_t watch_pid = 0;  // sample this process's RSS as bytes arrive
+    long peak_rss = 0;
+    uint64_t next_sample = 0;
+};
+
+size_t on_sse(char* data, size_t size, size_t n, void* user) {
+    auto& s = *static_cast<Stream*>(user);
+    s.text.append(data, size * n);
+    size_t events = 0;
+    for (size_t pos = s.text.find("\n\n"); pos != std::string::npos;
+         pos = s.text.find("\n\n", pos + 2)) {
+        ++events;
+    }
+    while (s.event_times.size() < events) {
+        s.event_times.push_back(seconds_since(s.start));
+    }
+    return size * n;
+}
+
+size_t on_large(char* data, size_t size, size_t n, void* user) {
+    auto& s = *static_cast<Stream*>(user);
+    const size_t len = size * n;
+    if (len > 0 && !large_pattern_at(data, len, s.bytes)) {
+        s.pattern_ok = false;
+    }
+    s.bytes += len;
+    if (s.watch_pid != 0 && s.bytes >= s.next_sample) {
+        s.peak_rss = std::max(s.peak_rss, rss_kib(s.watch_pid));
+        s.next_sample = s.bytes + 4 * k_mib;
+    }
+    return len;
+}
+
+// GET `url` with a libcurl easy handle feeding `write` (bounded by `timeout`).
+CURLcode stream_get(const std::string& url, const Headers& headers, curl_write_callback write,
+                    Stream& s, long& status, long timeout_ms) {
+    CURL* c = curl_easy_init();
+    curl_slist* list = nullptr;
+    for (const auto& h : headers) {
+        list = curl_slist_append(list, h.c_str());
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    s.start = SteadyClock::now();
+    const CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(list);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+}  // namespace
+
+TEST_CASE("the proxy streams responses with bounded memory", "[proxy][stream]") {
+    Gateway g;
+    g.start(json::array({service("echo", g.upstream->base_url(), k_bearer)}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"echo"});
+    g.ok({"agent", "limit", "worker", "--requests", "1000", "--window", "60"});
+    g.set_credential("echo", "sk-echo");
+    const pid_t daemon_pid = g.daemon.child->pid();
+
+    SECTION("server-sent events arrive one by one") {
+        Stream s;
+        long status = 0;
+        const CURLcode rc = stream_get(g.daemon.base_url + "/api/echo/sse?events=5&interval_ms=300",
+                                       session_of(worker), on_sse, s, status, 15000);
+        INFO("curl: " << curl_easy_strerror(rc) << "; text: " << s.text);
+        CHECK(rc == CURLE_OK);
+        CHECK(status == 200);
+        REQUIRE(s.event_times.size() == 5);
+        CHECK(contains(s.text, "data: {\"n\": 0}\n\n"));
+        CHECK(contains(s.text, "data: {\"n\": 4}\n\n"));
+        CHECK(s.event_times.front() < 1.0);
+        CHECK(s.event_times.back() >= 1.2);
+        CHECK(s.event_times.back() - s.event_times.front() >= 1.0);  // not batched at the end
+    }
+
+    SECTION("200 MiB pass through without the daemon holding them") {
+        // Warm up (allocator arenas, curl's buffers) before taking the baseline.
+        long status = 0;
+        Stream warm;
+        REQUIRE(stream_get(g.daemon.base_url + "/api/echo/large?bytes=" + std::to_string(8 * k_mib),
+                           session_of(worker), on_large, warm, status, 30000) == CURLE_OK);
+        REQUIRE(warm.bytes == 8 * k_mib);
+        const long before = rss_kib(daemon_pid);
+        REQUIRE(before > 0);
+
+        Stream s;
+        s.watch_pid = daemon_pid;
+        const uint64_t total = 200 * k_mib;
+        const CURLcode rc =
+            stream_get(g.daemon.base_url + "/api/echo/large?bytes=" + std::to_string(total),
+                       session_of(worker), on_large, s, status, 60000);
+        const long after = rss_kib(daemon_pid);
+        INFO("curl: " << curl_easy_strerror(rc) << "; took " << seconds_since(s.start)
+                      << " s; RSS before " << before << " KiB, peak " << s.peak_rss
+                      << " KiB, after " << after << " KiB");
+        CHECK(rc == CURLE_OK);
+        CHECK(status == 200);
+        CHECK(s.bytes == total);
+        CHECK(s.pattern_ok);
+        CHECK(std::max(s.peak_rss, after) - before < 32 * 1024);
+
+        // The chunked form too (no Content-Length from the upstream).
+        Stream chunked;
+        CHECK(stream_get(g.daemon.base_url +
+                             "/api/echo/large?chunked=1&bytes=" + std::to_string(5 * k_mib + 3),
+                         session_of(worker), on_large, chunked, status, 30000) == CURLE_OK);
+        CHECK(chunked.bytes == 5 * k_mib + 3);
+        CHECK(chunked.pattern_ok);
+    }
+
+    SECTION("a slow reader slows the upstream instead of growing the daemon") {
+        const long before = rss_kib(daemon_pid);
+        REQUIRE(before > 0);
+        {
+            RawConnection c(g.port, 64 * 1024);
+            c.send("GET /api/echo/large?bytes=104857600 HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+                   worker.session + "\r\n\r\n");
+            std::string got = c.read_exactly(256 * 1024, 5s);
+            REQUIRE(got.size() == 256 * 1024);
+            const size_t head_end = got.find("\r\n\r\n");
+            REQUIRE(head_end != std::string::npos);
+            CHECK(got.starts_with("HTTP/1.1 200"));
+            std::this_thread::sleep_for(2s);
+            const long stalled = rss_kib(daemon_pid);
+            got += c.read_exactly(256 * 1024, 5s);
+            REQUIRE(got.size() == 512 * 1024);
+            const std::string body = got.substr(head_end + 4);
+            CHECK(large_pattern_at(body.data(), body.size(), 0));
+            CHECK(large_pattern_at(body.data() + 100000, 1000, 100000));
+            std::this_thread::sleep_for(1s);
+            const long later = rss_kib(daemon_pid);
+            INFO("RSS before " << before << " KiB, stalled " << stalled << " KiB, later " << later
+                               << " KiB");
+            CHECK(stalled - before < 32 * 1024);
+            CHECK(later - before < 32 * 1024);
+        }
+        // The daemon drops the abandoned transfer and keeps serving.
+        CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
+    }
+}
+
+TEST_CASE("the proxy verifies upstream TLS certificates", "[proxy][tls]") {
+    Gateway g;
+    const auto tls_upstream = start_upstream(make_dir(g.dir / "tls"), true);
+    TestUpstream& tls = *tls_upstream;
+    const fs::path wrong = g.dir / "wrong-ca";
+    const RunResult made =
+        run({python3_path(), AGENTGW_TEST_UPSTREAM, "--make-ca", wrong.string()});
+    INFO("make-ca: " << made.err);
+    REQUIRE(made.code == 0);
+    g.start(json::array({
+        service("tls", tls.base_url(), k_bearer, {{"ca_file", tls.ca_file().string()}}),
+        service("tls-system", tls.base_url(), k_bearer),
+        service("tls-wrong", tls.base_url(), k_bearer, {{"ca_file", (wrong / "ca.pem").string()}}),
+    }));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"tls", "tls-system", "tls-wrong"});
+    for (const char* svc : {"tls", "tls-system", "tls-wrong"}) {
+        g.set_credential(svc, "sk-tls-secret");
+    }
+
+    const HttpReply ok = g.call("POST", "/api/tls/echo/secure?a=1", session_of(worker), "payload");
+    INFO("reply " << ok.status << " " << ok.body);
+    CHECK(ok.status == 200);
+    const auto requests = tls.requests();
+    REQUIRE(requests.size() == 1);
+    CHECK(requests[0].at("target") == "/echo/secure?a=1");
+    CHECK(requests[0].at("body") == "payload");
+    CHECK(recorded_header(requests[0], "Authorization") == "Bearer sk-tls-secret");
+
+    tls.clear_requests();
+    check_gateway_error(g.call("GET", "/api/tls-system/echo/x", session_of(worker)), 502,
+                        "upstream_error");
+    check_gateway_error(g.call("GET", "/api/tls-wrong/echo/x", session_of(worker)), 502,
+                        "upstream_error");
+    CHECK(tls.requests().empty());  // the handshake failed: no request was sent
+    CHECK_FALSE(contains(g.daemon_log(), "sk-tls-secret"));
+}
