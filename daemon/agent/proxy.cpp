@@ -258,7 +258,7 @@ constexpr Stage k_stages[] = {parse_target, authenticate_caller, find_service,
 
 // Adds the credential to `up` as the service says; an error answer when the stored credential
 // cannot serve that injection type.
-std::optional<Response> inject(const Call& call, upstream::UpstreamRequest& up,
+std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::UpstreamRequest& up,
                                std::string& query) {
     const Service& service = *call.service;
     const ResolvedCredential& cred = *call.credential;
@@ -270,10 +270,7 @@ std::optional<Response> inject(const Call& call, upstream::UpstreamRequest& up,
     };
     switch (service.auth.type) {
         case AuthSpec::Type::oauth2:
-            if (cred.expires_at != 0 &&
-                cred.expires_at <= std::chrono::duration_cast<std::chrono::seconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count()) {
+            if (cred.expires_at != 0 && cred.expires_at <= now_secs) {
                 return unusable("holds an access token that has expired");
             }
             [[fallthrough]];
@@ -326,7 +323,11 @@ std::optional<Response> inject(const Call& call, upstream::UpstreamRequest& up,
 // The agent's headers minus hop-by-hop ones, its own credentials, Host (curl sets it to the
 // upstream's) and the framing headers curl writes itself.
 void copy_request_headers(const Call& call, upstream::UpstreamRequest& up) {
-    const HopByHop hop(call.req[beast_http::field::connection]);
+    std::string connection;  // every Connection field line, not only the first
+    for (auto [it, end] = call.req.equal_range(beast_http::field::connection); it != end; ++it) {
+        connection.append(it->value()).append(",");
+    }
+    const HopByHop hop(connection);
     const std::string injected =
         call.service->auth.type == AuthSpec::Type::header ? lower(call.service->auth.name) : "";
     for (const auto& field : call.req) {
@@ -336,7 +337,10 @@ void copy_request_headers(const Call& call, upstream::UpstreamRequest& up) {
             name == injected) {
             continue;
         }
-        up.headers.push_back(fmt::format("{}: {}", field.name_string(), field.value()));
+        // curl reads "Name:" as "remove Name"; "Name;" is how it sends an empty value.
+        up.headers.push_back(field.value().empty()
+                                 ? fmt::format("{};", field.name_string())
+                                 : fmt::format("{}: {}", field.name_string(), field.value()));
     }
 }
 
@@ -371,7 +375,7 @@ class ProxyExchange {
     // Answers without forwarding. An unread body would be taken for the next request, so the
     // connection closes when there is one.
     asio::awaitable<bool> refuse(Response& res) {
-        const bool keep_alive = ex_.parser.is_done() && call_.req.keep_alive();
+        const bool keep_alive = ex_.parser.is_done() && ex_.parser.keep_alive();
         finish_response(res, keep_alive);
         audit(res.result_int(), std::string(res["Agentgw-Error"]), 0, 0);
         co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
@@ -408,7 +412,7 @@ class ProxyExchange {
     asio::awaitable<bool> forward() {
         const Service& service = *call_.service;
         auto& parser = ex_.parser;
-        const bool client_keep_alive = call_.req.keep_alive();
+        const bool client_keep_alive = ex_.parser.keep_alive();  // every Connection line
         const bool head_request = call_.req.method() == beast_http::verb::head;
         const bool expect_continue = http::expects_continue(call_.req);
 
@@ -431,7 +435,7 @@ class ProxyExchange {
         }
         copy_request_headers(call_, up);
         std::string query = call_.query;
-        if (auto refusal = inject(call_, up, query)) {
+        if (auto refusal = inject(call_, ctx_.registry.clock().now_secs(), up, query)) {
             wipe(query);
             co_return co_await refuse(*refusal);
         }

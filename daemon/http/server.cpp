@@ -220,7 +220,7 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
                 observer_(full->get(), res.result_int());
             }
         }
-        const bool keep_alive = !early && full->get().keep_alive() && !stopping_;
+        const bool keep_alive = !early && full->keep_alive() && !stopping_;  // all Connection lines
         res.version(11);
         res.keep_alive(keep_alive);
         res.set(beast_http::field::server, "agentgwd");
