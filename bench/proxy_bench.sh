@@ -416,12 +416,14 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}"
 }
 
-rss_kib() { # resident set of the given processes, KiB
+rss_kib() { # resident set of the given processes as "total:anonymous", KiB
+    # The anonymous part is what a process holds itself; the rest is mapped files, for
+    # agentgwd mostly the pages of its LMDB vault that the audit log has touched.
     local files=() pid
     for pid in "$@"; do
         files+=("/proc/$pid/status")
     done
-    awk '/^VmRSS:/ { s += $2 } END { print s + 0 }' "${files[@]}"
+    awk '/^VmRSS:/ { s += $2 } /^RssAnon:/ { a += $2 } END { print s + 0 ":" a + 0 }' "${files[@]}"
 }
 
 # curl_check TARGET DESC WANT_STATUS PATH [curl args...]: fails the run unless PATH on
@@ -616,7 +618,8 @@ for line in open(path):
     runs.setdefault((workload, target), []).append(
         dict(rps=float(rps), p50=float(p50), p99=float(p99),
              cpu=None if cpu == "-" else float(cpu), errs=int(errs), rate=float(rate),
-             rss=None if rss == "-" else int(rss)))
+             rss=None if rss == "-" else int(rss.split(":")[0]),
+             anon=None if rss == "-" else int(rss.split(":")[1])))
 
 
 def med(workload, target, key):
@@ -675,6 +678,10 @@ if "nginx" in present and "agentgwd" in present:
     a = None if a is None else a / 1024
     n = None if n is None else n / 1024
     out.append(f"| RSS MiB after the 256-conn run | {fmt(n, 1)} | {fmt(a, 1)} | {ratio(a, n)} |")
+    a, n = med("small-c256", "agentgwd", "anon"), med("small-c256", "nginx", "anon")
+    a = None if a is None else a / 1024
+    n = None if n is None else n / 1024
+    out.append(f"| anonymous RSS MiB (excludes mapped files) | {fmt(n, 1)} | {fmt(a, 1)} | {ratio(a, n)} |")
     out.append("")
 else:
     for t in ("nginx", "agentgwd"):
