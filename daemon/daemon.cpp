@@ -161,6 +161,19 @@ int run_daemon(DaemonConfig config) {
     const auto healthz = [](http::RequestContext&) -> asio::awaitable<http::Response> {
         co_return http::json_response(http::HttpStatus::ok, {{"status", "ok"}});
     };
+    // Entries recorded on the request path (proxy, login) are written in batches: the first
+    // one held back starts a short timer, so a commit carries many entries instead of a few.
+    asio::steady_timer audit_timer(ioc);
+    audit.defer_with(
+        [&audit_timer](std::function<void()> flush) {
+            audit_timer.expires_after(std::chrono::milliseconds(20));
+            audit_timer.async_wait([flush = std::move(flush)](const boost::system::error_code& ec) {
+                if (!ec) {
+                    flush();
+                }
+            });
+        },
+        1024);
     RateLimiter limiter(clock);
     Metrics metrics;
     metrics.set_gauge_source(Metrics::Gauge::audit_queue_depth,
@@ -316,6 +329,8 @@ int run_daemon(DaemonConfig config) {
     spdlog::info("agentgwd {} ready: agent API on http://{}, control socket {}, state {}",
                  k_version, agent_api, config.socket_path.string(), config.state_dir.string());
     ioc.run();
+    audit.defer_with({}, 0);
+    audit.flush();  // anything still held back (the vault writes it before closing)
     spdlog::info("stopped");
     return 0;
 }

@@ -132,23 +132,54 @@ Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
     return txn.put(Table::settings, k_head_key, json{{"seq", seq}, {"hash", prev}}.dump());
 }
 
+void AuditLog::defer_with(Scheduler schedule, size_t max_batch) {
+    schedule_ = std::move(schedule);
+    max_batch_ = max_batch;
+}
+
 void AuditLog::record(AuditEvent event) {
-    bool first = false;
+    bool queue_now = false;
+    bool schedule = false;
     {
         const std::lock_guard lock(pending_->mutex);
-        first = pending_->events.empty();
         pending_->events.push_back({clock_.now_ms(), std::move(event)});
+        if (!pending_->write_queued) {
+            if (!schedule_ || pending_->events.size() >= max_batch_) {
+                queue_now = pending_->write_queued = true;
+            } else if (pending_->events.size() == 1) {
+                schedule = true;  // the first event held back asks for a flush
+            }
+        }
     }
-    if (!first) {
-        return;  // the write already queued will take this event too
+    if (queue_now) {
+        queue_write();
+    } else if (schedule) {
+        schedule_([this] { flush(); });
     }
-    // A write may run again after the map grows, so the events it took stay with it.
+}
+
+void AuditLog::flush() {
+    {
+        const std::lock_guard lock(pending_->mutex);
+        if (pending_->events.empty() || pending_->write_queued) {
+            return;
+        }
+        pending_->write_queued = true;
+    }
+    queue_write();
+}
+
+void AuditLog::queue_write() {
+    // The write takes every event recorded until it runs. It may run again after the map
+    // grows, so the events it took stay with it; and it may run after the log is gone (the
+    // vault drains its queue on close), so it holds the pending state, not the log.
     auto taken = std::make_shared<std::optional<std::vector<Stamped>>>();
     Vault::WriteFn write = [pending = pending_, taken](WriteTxn& txn) -> Status {
         if (!*taken) {
             const std::lock_guard lock(pending->mutex);
             taken->emplace();
             std::swap(**taken, pending->events);
+            pending->write_queued = false;
         }
         return append_all(txn, **taken);
     };

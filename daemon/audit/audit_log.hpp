@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,7 +62,17 @@ class AuditLog {
 
     // Appends the event (time and chain are filled in on the writer thread), together with
     // whatever else was recorded meanwhile. Failures are logged, never thrown at the caller.
+    // Without a scheduler the write is queued at once; with one, see defer_with().
     void record(AuditEvent event);
+
+    // Runs a callback once, a little later (on a timer of the caller's event loop).
+    using Scheduler = std::function<void(std::function<void()>)>;
+    // From now on record() holds events back until `schedule` runs the flush it is handed or
+    // `max_batch` events wait, so one commit carries many entries. `schedule` is called on the
+    // thread that records; an empty Scheduler turns deferral off. Call before recording.
+    void defer_with(Scheduler schedule, size_t max_batch);
+    // Queues the write of every event held back (none: nothing to do).
+    void flush();
 
     // The same, awaited: resumes once the entry is durable (the coroutine waits, the thread
     // does not). Control actions use it, so an action is never answered before its audit
@@ -96,10 +107,15 @@ class AuditLog {
     // every event recorded until it runs, so a burst costs one write request. Shared with the
     // queued write, which may run after the log is gone (the vault drains its queue on close).
     struct Pending {
-        std::mutex mutex;
+        std::mutex mutex;  // guards the members below
         std::vector<Stamped> events;
+        bool write_queued = false;  // a queued write will take `events`
     };
+    void queue_write();
+
     std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();
+    Scheduler schedule_;
+    size_t max_batch_ = 0;
 };
 
 }  // namespace agentgw

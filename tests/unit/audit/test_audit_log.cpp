@@ -166,3 +166,43 @@ TEST_CASE("a log cut short at its end fails verification", "[audit]") {
     REQUIRE(emptied);
     CHECK_FALSE(emptied->ok);
 }
+
+TEST_CASE("deferred recording holds events until the scheduled flush or a full batch", "[audit]") {
+    Fixture f;
+    std::vector<std::function<void()>> scheduled;
+    f.audit->defer_with([&](std::function<void()> flush) { scheduled.push_back(std::move(flush)); },
+                        4);
+    auto entries = [&] {
+        f.flush();
+        auto page = f.audit->list({});
+        REQUIRE(page);
+        return page->entries.size();
+    };
+
+    // Three events: one flush asked for, nothing written until it runs.
+    f.record("a");
+    f.record("b");
+    f.record("c");
+    CHECK(scheduled.size() == 1);
+    CHECK(entries() == 0);
+    scheduled.front()();
+    CHECK(entries() == 3);
+
+    // A full batch goes out without waiting for its flush; the late flush then finds nothing.
+    for (int i = 0; i < 4; ++i) {
+        f.record("batch");
+    }
+    CHECK(scheduled.size() == 2);
+    CHECK(entries() == 7);
+    scheduled.back()();
+    CHECK(entries() == 7);
+
+    // Off again: each record is queued at once, and the chain holds across all of it.
+    f.audit->defer_with({}, 0);
+    f.record("direct");
+    CHECK(entries() == 8);
+    auto verified = f.audit->verify();
+    REQUIRE(verified);
+    CHECK(verified->ok);
+    CHECK(verified->entries == 8);
+}
