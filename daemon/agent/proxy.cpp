@@ -16,6 +16,8 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon/crypto/secure_buffer.hpp"
+
 namespace agentgw {
 
 namespace asio = boost::asio;
@@ -53,12 +55,6 @@ std::string lower(std::string_view s) {
         c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
     return out;
-}
-
-void wipe(std::string& s) {
-    if (!s.empty()) {
-        sodium_memzero(s.data(), s.size());
-    }
 }
 
 Response bad_request(std::string_view message) {

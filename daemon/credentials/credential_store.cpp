@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include "daemon/crypto/secure_buffer.hpp"
 #include "daemon/vault/async_write.hpp"
 
 namespace agentgw {
@@ -20,12 +21,6 @@ std::string record_key(std::string_view service, CredentialScope scope, std::str
     key.push_back('\0');
     key.append(owner_id);
     return key;
-}
-
-void wipe(std::string& s) {
-    if (!s.empty()) {
-        sodium_memzero(s.data(), s.size());
-    }
 }
 
 std::optional<CredentialScope> parse_scope(std::string_view name) {

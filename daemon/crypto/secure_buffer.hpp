@@ -7,12 +7,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include <sodium.h>
 
 namespace agentgw {
+
+// Zeroes a string that held a secret (before it is reused or freed).
+inline void wipe(std::string& s) {
+    if (!s.empty()) {
+        sodium_memzero(s.data(), s.size());
+    }
+}
 
 class SecureBuffer {
   public:

@@ -10,9 +10,12 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/string.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
+
+#include "daemon/crypto/secure_buffer.hpp"
 
 namespace agentgw::upstream {
 
@@ -24,20 +27,6 @@ namespace {
 // Unread response body above which curl is paused. Bounds the memory of every transfer (plus
 // the piece its owner is writing out) however slowly the client reads.
 constexpr size_t k_high_water = 64 * 1024;
-
-void wipe(std::string& s) {
-    if (!s.empty()) {
-        sodium_memzero(s.data(), s.size());
-    }
-}
-
-bool starts_with_nocase(std::string_view text, std::string_view prefix) {
-    return text.size() >= prefix.size() &&
-           std::equal(prefix.begin(), prefix.end(), text.begin(), [](char a, char b) {
-               return std::tolower(static_cast<unsigned char>(a)) ==
-                      std::tolower(static_cast<unsigned char>(b));
-           });
-}
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
@@ -364,7 +353,8 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
 
     bool has_accept = false;
     for (const auto& h : r.headers) {
-        has_accept = has_accept || starts_with_nocase(h, "accept:");
+        has_accept =
+            has_accept || boost::beast::iequals(std::string_view(h).substr(0, 7), "accept:");
         t->headers_ = curl_slist_append(t->headers_, h.c_str());
     }
     // curl would add "Accept: */*" and, for large or chunked uploads, "Expect: 100-continue";

@@ -98,7 +98,7 @@ distinguished_name = dn
 prompt = no
 
 [dn]
-CN = placeholder
+CN = agentgw test (each certificate's -subj replaces it)
 
 [v3_ca]
 basicConstraints = critical, CA:TRUE
