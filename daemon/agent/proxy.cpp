@@ -4,10 +4,12 @@
 #include <charconv>
 #include <chrono>
 #include <set>
+#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
@@ -570,38 +572,65 @@ class ProxyExchange {
         }
         res.keep_alive(keep_alive);
 
+        // The head goes out with the first piece of the body when that has already arrived, and
+        // a body that is complete by then with its end too: a small answer is one write to the
+        // client. A head whose body is not here yet goes alone, so a stream's head is not held
+        // back until its first event.
         beast_http::response_serializer<beast_http::empty_body> sr{res};
-        ex_.stream.expires_after(ex_.limits.read_timeout);
-        auto [hec, hn] = co_await beast_http::async_write_header(ex_.stream, sr, k_tuple);
+        sr.split(true);
+        std::vector<asio::const_buffer> head_buffers;
+        boost::system::error_code hec;
+        sr.next(hec, [&](boost::system::error_code&, const auto& buffers) {
+            for (const asio::const_buffer b : beast::buffers_range_ref(buffers)) {
+                head_buffers.push_back(b);
+            }
+        });
         bool client_ok = !hec;
+        bool head_sent = false;
 
         uint64_t sent = 0;
         std::string piece;
         std::optional<upstream::Failure> broken;
+        std::vector<asio::const_buffer> out;
         while (client_ok) {
-            broken = co_await transfer.read(piece);
-            if (broken || piece.empty()) {
+            out.clear();
+            if (!head_sent) {
+                out = head_buffers;
+                head_sent = true;
+            }
+            bool last = false;
+            if (!transfer.ready() && !out.empty()) {
+                piece.clear();  // the head alone; the body follows as it arrives
+            } else {
+                broken = co_await transfer.read(piece);
+                last = broken || piece.empty() || transfer.complete();
+            }
+            std::optional<beast_http::chunk_body<asio::const_buffer>> chunk;
+            if (!piece.empty() && !bodiless) {
+                if (chunked) {
+                    chunk.emplace(asio::buffer(piece));
+                    for (const asio::const_buffer b : beast::buffers_range_ref(*chunk)) {
+                        out.push_back(b);
+                    }
+                } else {
+                    out.push_back(asio::buffer(piece));
+                }
+                sent += piece.size();
+            }
+            const auto end = beast_http::make_chunk_last();
+            if (last && !broken && chunked) {
+                for (const asio::const_buffer b : beast::buffers_range_ref(end)) {
+                    out.push_back(b);
+                }
+            }
+            if (!out.empty()) {
+                ex_.stream.expires_after(ex_.limits.read_timeout);
+                auto [ec, n] = co_await asio::async_write(ex_.stream, out, k_tuple);
+                client_ok = !ec;
+            }
+            if (last) {
                 break;
             }
-            if (bodiless) {
-                continue;
-            }
-            ex_.stream.expires_after(ex_.limits.read_timeout);
-            boost::system::error_code ec;
-            if (chunked) {
-                std::tie(ec, std::ignore) = co_await asio::async_write(
-                    ex_.stream, beast_http::make_chunk(asio::buffer(piece)), k_tuple);
-            } else {
-                std::tie(ec, std::ignore) =
-                    co_await asio::async_write(ex_.stream, asio::buffer(piece), k_tuple);
-            }
-            client_ok = !ec;
-            sent += piece.size();
-        }
-        if (client_ok && !broken && chunked) {
-            auto [ec, n] =
-                co_await asio::async_write(ex_.stream, beast_http::make_chunk_last(), k_tuple);
-            client_ok = !ec;
         }
         if (!broken && length && !bodiless && sent != *length) {
             broken = upstream::Failure{upstream::Failure::Kind::broken,

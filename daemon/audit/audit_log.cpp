@@ -46,9 +46,11 @@ const std::string& zero_hash() {
 }
 
 // hash = BLAKE2b-256(prev hash (hex) | 0x00 | the entry without "hash", as sorted-key JSON).
-std::string chain_hash(const std::string& prev, const json& entry_without_hash) {
-    const std::string body =
-        entry_without_hash.dump(-1, ' ', false, json::error_handler_t::replace);
+std::string dump(const json& j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string chain_hash_of_text(const std::string& prev, std::string_view body) {
     unsigned char out[k_hash_size];
     crypto_generichash_state st;
     crypto_generichash_init(&st, nullptr, 0, sizeof out);
@@ -60,6 +62,10 @@ std::string chain_hash(const std::string& prev, const json& entry_without_hash) 
                               body.size());
     crypto_generichash_final(&st, out, sizeof out);
     return hex(out, sizeof out);
+}
+
+std::string chain_hash(const std::string& prev, const json& entry_without_hash) {
+    return chain_hash_of_text(prev, dump(entry_without_hash));
 }
 
 Result<json> read_json(const ReadTxn& txn, Table table, std::string_view key) {
@@ -123,10 +129,13 @@ Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
                       {"outcome", event.outcome},
                       {"details", event.details},
                       {"prev", prev}};
-        std::string hash = chain_hash(prev, entry);
-        entry["hash"] = hash;
-        TRY(txn.insert(Table::audit, seq_key(seq),
-                       entry.dump(-1, ' ', false, json::error_handler_t::replace)));
+        // Serialised once: the stored entry is the hashed text with "hash" added at its end
+        // (verify() parses it, so the key order there does not matter).
+        std::string text = dump(entry);
+        std::string hash = chain_hash_of_text(prev, text);
+        text.pop_back();  // the closing brace
+        text.append(",\"hash\":\"").append(hash).append("\"}");
+        TRY(txn.insert(Table::audit, seq_key(seq), text));
         prev = std::move(hash);
     }
     return txn.put(Table::settings, k_head_key, json{{"seq", seq}, {"hash", prev}}.dump());

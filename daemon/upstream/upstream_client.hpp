@@ -89,6 +89,11 @@ class Transfer {
     // with no failure means the body is complete.
     boost::asio::awaitable<std::optional<Failure>> read(std::string& out);
 
+    // Whether read() would resume at once: body data is waiting or the exchange has ended.
+    bool ready() const { return !pending_.empty() || done_; }
+    // Whether the exchange ended well and everything it delivered has been read.
+    bool complete() const { return done_ && !failure_ && pending_.empty(); }
+
     // Bytes of response body delivered so far.
     uint64_t bytes_received() const { return bytes_received_; }
 
@@ -164,11 +169,14 @@ class UpstreamClient {
     void act(curl_socket_t fd, int events);
     void collect_done();
     void remove(Transfer& t);
+    CURL* take_handle();
+    void recycle(CURL* easy);
 
     boost::asio::io_context& ioc_;
     CURLM* multi_ = nullptr;
     boost::asio::steady_timer timer_;
     std::unordered_map<curl_socket_t, std::shared_ptr<Watch>> watches_;
+    std::vector<CURL*> spare_handles_;  // reset easy handles, kept for the next transfers
     uint64_t next_generation_ = 1;
     size_t active_ = 0;
     std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the client
