@@ -36,6 +36,10 @@ constexpr EnvOption k_env_options[] = {
     {"--session-ttl", "AGENTGWD_SESSION_TTL"},
     {"--log-level", "AGENTGWD_LOG_LEVEL"},
     {"--audit-retention-days", "AGENTGWD_AUDIT_RETENTION_DAYS"},
+    {"--hub-max-data", "AGENTGWD_HUB_MAX_DATA"},
+    {"--hub-max-ttl", "AGENTGWD_HUB_MAX_TTL"},
+    {"--hub-quota-blobs", "AGENTGWD_HUB_QUOTA_BLOBS"},
+    {"--hub-quota-bytes", "AGENTGWD_HUB_QUOTA_BYTES"},
 };
 
 }  // namespace
@@ -69,6 +73,19 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.add_option("--audit-retention-days", c.audit_retention_days,
                    "Delete audit entries older than this many days (0 keeps them all)")
         ->check(CLI::Range(int64_t{0}, int64_t{36500}))
+        ->capture_default_str();
+    app.add_option("--hub-max-data", c.hub.max_data, "Largest hub blob, in bytes of data")
+        ->check(CLI::Range(size_t{1}, size_t{64} * 1024 * 1024))
+        ->capture_default_str();
+    app.add_option("--hub-max-ttl", c.hub.max_ttl_secs, "Longest hub blob lifetime, in seconds")
+        ->check(CLI::Range(int64_t{1}, int64_t{365} * 86400))
+        ->capture_default_str();
+    app.add_option("--hub-quota-blobs", c.hub.quota_blobs, "Live hub blobs an agent may keep")
+        ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}))
+        ->capture_default_str();
+    app.add_option("--hub-quota-bytes", c.hub.quota_bytes,
+                   "Bytes of live hub blob data an agent may keep")
+        ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
         ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))

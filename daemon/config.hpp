@@ -13,6 +13,7 @@
 #include <spdlog/common.h>
 
 #include "common/result.hpp"
+#include "daemon/hub/hub.hpp"
 
 namespace agentgw {
 
@@ -25,7 +26,8 @@ struct DaemonConfig {
     std::filesystem::path key_file;         // empty: $CREDENTIALS_DIRECTORY or the state dir
     std::filesystem::path passphrase_file;  // non-empty: passphrase mode ("-" = stdin)
     int64_t session_ttl_secs = 3600;
-    int64_t audit_retention_days = 0;   // 0: keep every audit entry
+    int64_t audit_retention_days = 0;  // 0: keep every audit entry
+    HubLimits hub;
     std::filesystem::path config_file;  // the config file read, if any
     spdlog::level::level_enum log_level = spdlog::level::info;
     std::chrono::milliseconds drain{10000};

@@ -8,9 +8,13 @@
 #include <iostream>
 #include <unistd.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
@@ -26,6 +30,7 @@
 #include "daemon/credentials/credential_store.hpp"
 #include "daemon/http/router.hpp"
 #include "daemon/http/server.hpp"
+#include "daemon/hub/hub.hpp"
 #include "daemon/identity/registry.hpp"
 #include "daemon/util/clock.hpp"
 #include "daemon/vault/key_source.hpp"
@@ -143,6 +148,7 @@ int run_daemon(DaemonConfig config) {
     }
     Registry registry(vault, clock, std::move(*keyring), config.session_ttl_secs);
     CredentialStore credentials(vault, clock);
+    Hub hub(vault, clock, config.hub);
     AuditLog audit(vault, clock);
     if (auto s = audit.init(); !s) {
         spdlog::error("{}", s.error().message);
@@ -178,22 +184,35 @@ int run_daemon(DaemonConfig config) {
     Metrics metrics;
     metrics.set_gauge_source(Metrics::Gauge::audit_queue_depth,
                              [&vault] { return static_cast<double>(vault.queue_depth()); });
+    metrics.set_gauge_source(Metrics::Gauge::hub_blobs_live, [&hub] {
+        const auto n = hub.stored();
+        return n ? static_cast<double>(*n) : 0.0;
+    });
     upstream::UpstreamClient upstream(ioc);
-    AgentApiContext agent_api_ctx{registry, credentials, audit,   services,
-                                  limiter,  metrics,     upstream};
+    AgentApiContext agent_api_ctx{registry, credentials, audit,    services,
+                                  limiter,  metrics,     upstream, hub};
     http::Router agent_routes;
     add_agent_routes(agent_routes, agent_api_ctx);
+    add_hub_routes(agent_routes, agent_api_ctx);
     server.set_observer([&metrics](const http::Request& req, unsigned status) {
         // Label by route, never by raw path: label sets live as long as the process.
         std::string_view path = req.target();
         path = path.substr(0, path.find('?'));
         const bool known =
             path == "/healthz" || path == "/metrics" || path == "/login" || path == "/api";
-        metrics.count_request(known ? path : "other", status);
+        if (known) {
+            metrics.count_request(path, status);
+        } else if (path == "/secure/agent/publish") {
+            metrics.count_request("/secure/agent/publish", status);
+        } else if (path.starts_with("/secure/retrieve/")) {
+            metrics.count_request("/secure/retrieve", status);
+        } else {
+            metrics.count_request("other", status);
+        }
     });
 
     ControlContext control{
-        registry, credentials, audit, services, vault, [&] {
+        registry, credentials, audit, services, vault, hub, [&] {
             const auto stats = vault.stats();
             const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
                 std::chrono::steady_clock::now() - started);
@@ -259,13 +278,62 @@ int run_daemon(DaemonConfig config) {
         sweep_timer.async_wait([&](const boost::system::error_code& ec) {
             if (!ec) {
                 sweep_limits();
+
+                // Expired hub blobs go in bounded batches, each one write among the others: a full
+                // batch is followed at once by the next, otherwise the sweeper looks again a second
+                // later.
+                asio::steady_timer hub_timer(ioc);
+                asio::co_spawn(
+                    ioc,
+                    [&]() -> asio::awaitable<void> {
+                        for (;;) {
+                            const auto removed = co_await hub.sweep();
+                            if (!removed) {
+                                spdlog::error("hub sweep: {}", removed.error().message);
+                            }
+                            const bool more = removed && *removed >= hub.limits().sweep_batch;
+                            hub_timer.expires_after(more ? std::chrono::milliseconds(0)
+                                                         : std::chrono::milliseconds(1000));
+                            auto [ec] =
+                                co_await hub_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+                            if (ec) {
+                                co_return;
+                            }
+                        }
+                    },
+                    asio::detached);
             }
         });
     };
     sweep_limits();
 
+    // Expired hub blobs go in bounded batches, each one write among the others: a full batch
+    // is followed at once by the next, otherwise the sweeper looks again a second later.
+    asio::steady_timer hub_timer(ioc);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            for (;;) {
+                const auto removed = co_await hub.sweep();
+                if (!removed) {
+                    spdlog::error("hub sweep: {}", removed.error().message);
+                }
+                const bool more = removed && *removed >= hub.limits().sweep_batch;
+                hub_timer.expires_after(more ? std::chrono::milliseconds(0)
+                                             : std::chrono::milliseconds(1000));
+                auto [ec] = co_await hub_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+                if (ec) {
+                    co_return;
+                }
+            }
+        },
+        asio::detached);
+
+    // Routed requests (login, the hub) are read whole: room for the largest blob, JSON-escaped.
+    http::Limits agent_limits;
+    agent_limits.body_limit = std::max(agent_limits.body_limit, 2 * config.hub.max_data + 65536);
     auto bound =
-        server.listen_tcp(*listen_at, agent_routes, http::Limits{}, proxy_takeover(agent_api_ctx));
+        server.listen_tcp(*listen_at, agent_routes, agent_limits, proxy_takeover(agent_api_ctx));
     if (!bound) {
         spdlog::error("{}", bound.error().message);
         return 1;
@@ -277,7 +345,7 @@ int run_daemon(DaemonConfig config) {
         return 1;
     }
     if (auto s =
-            server.listen_unix(config.socket_path, control_routes, http::Limits{},
+            server.listen_unix(config.socket_path, control_routes, agent_limits,
                                [p = *policy](const http::Peer& peer) { return p.allows(peer); });
         !s) {
         spdlog::error("{}", s.error().message);
@@ -322,6 +390,7 @@ int run_daemon(DaemonConfig config) {
             signals.cancel();
             retention_timer.cancel();
             sweep_timer.cancel();
+            hub_timer.cancel();
             server.stop(config.drain);
         };
     signals.async_wait(on_signal);

@@ -16,20 +16,6 @@ using verb = boost::beast::http::verb;
 
 namespace {
 
-Response auth_failure(const AuthError& e) {
-    switch (e.failure) {
-        case AuthFailure::session_expired:
-            return http::error_response(HttpStatus::unauthorized, "session_expired", e.message);
-        case AuthFailure::key_expired:
-            return http::error_response(HttpStatus::unauthorized, "key_expired", e.message);
-        case AuthFailure::disabled:
-            return http::error_response(HttpStatus::forbidden, "forbidden", e.message);
-        case AuthFailure::unauthorized:
-            break;
-    }
-    return http::error_response(HttpStatus::unauthorized, "unauthorized", e.message);
-}
-
 Response invalid_login() {
     return http::error_response(HttpStatus::unauthorized, "unauthorized",
                                 "Invalid username or API key");
@@ -69,6 +55,20 @@ json discovery_entry(const Service& s, const Grant& g) {
 }
 
 }  // namespace
+
+Response auth_failure(const AuthError& e) {
+    switch (e.failure) {
+        case AuthFailure::session_expired:
+            return http::error_response(HttpStatus::unauthorized, "session_expired", e.message);
+        case AuthFailure::key_expired:
+            return http::error_response(HttpStatus::unauthorized, "key_expired", e.message);
+        case AuthFailure::disabled:
+            return http::error_response(HttpStatus::forbidden, "forbidden", e.message);
+        case AuthFailure::unauthorized:
+            break;
+    }
+    return http::error_response(HttpStatus::unauthorized, "unauthorized", e.message);
+}
 
 std::string_view peer_ip(const http::Peer& peer) {
     std::string_view a = peer.address;

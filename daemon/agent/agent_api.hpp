@@ -13,6 +13,7 @@
 #include "daemon/control/control_api.hpp"
 #include "daemon/credentials/credential_store.hpp"
 #include "daemon/http/router.hpp"
+#include "daemon/hub/hub.hpp"
 #include "daemon/identity/registry.hpp"
 #include "daemon/metrics/metrics.hpp"
 #include "daemon/ratelimit/rate_limiter.hpp"
@@ -28,6 +29,7 @@ struct AgentApiContext {
     RateLimiter& limiter;
     Metrics& metrics;
     upstream::UpstreamClient& upstream;
+    Hub& hub;
 };
 
 // Failed logins allowed per username and per client address within the window (SPEC §3.1).
@@ -36,6 +38,11 @@ inline constexpr int64_t k_login_failures_per_address = 50;
 inline constexpr int64_t k_login_window_secs = 300;
 
 void add_agent_routes(http::Router& router, AgentApiContext& ctx);
+// The hub's routes (SPEC §3.3), in hub_api.cpp.
+void add_hub_routes(http::Router& router, AgentApiContext& ctx);
+
+// The answer to a failed authentication: 401 with its type, or 403 for a disabled agent.
+http::Response auth_failure(const AuthError& e);
 
 // The agent a request authenticates as (X-Session-ID, or Authorization: Bearer with a session
 // or an agent key), or the 401/403 answer to give instead.

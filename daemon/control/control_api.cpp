@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/control/json_body.hpp"
+#include "daemon/hub/hub_wire.hpp"
 
 namespace agentgw {
 
@@ -926,6 +927,79 @@ void add_service_status_audit_routes(http::Router& r, ControlContext& cc) {
           }));
 }
 
+// The hub on behalf of an agent. Tokens travel in bodies, never in a path an error could echo.
+void add_hub_routes(http::Router& r, ControlContext& cc) {
+    Registry& reg = cc.registry;
+
+    r.add(verb::post, "/v1/hub/publish",
+          action_route(cc, "hub.publish", [&](Ctx& c) -> asio::awaitable<Result<Done>> {
+              auto body = JsonBody::parse(c.req.body(),
+                                          {"agent", "name", "data", "ttl", "once", "recipients"});
+              if (!body) {
+                  co_return body.error();
+              }
+              auto who = body->string("agent");
+              if (!who) {
+                  co_return who.error();
+              }
+              auto agent = reg.find_agent(*who);
+              if (!agent) {
+                  co_return agent.error();
+              }
+              auto input = blob_input_from(*body, *agent, reg, cc.hub.limits());
+              if (!input) {
+                  co_return input.error();
+              }
+              auto published = co_await cc.hub.publish(*input);
+              if (!published) {
+                  co_return published.error();
+              }
+              co_return Done{HttpStatus::ok,
+                             publish_receipt(*published),
+                             "blob:" + published->fingerprint,
+                             {{"agent", agent->id},
+                              {"name", input->name},
+                              {"bytes", input->data.size()},
+                              {"ttl", input->ttl_secs},
+                              {"once", input->once},
+                              {"recipients", input->recipient_ids.size()}}};
+          }));
+
+    r.add(verb::post, "/v1/hub/retrieve",
+          action_route(cc, "hub.retrieve", [&](Ctx& c) -> asio::awaitable<Result<Done>> {
+              auto body = JsonBody::parse(c.req.body(), {"token", "agent"});
+              if (!body) {
+                  co_return body.error();
+              }
+              auto token = body->string("token");
+              if (!token) {
+                  co_return token.error();
+              }
+              auto who = body->optional_string("agent");
+              if (!who) {
+                  co_return who.error();
+              }
+              std::string agent_id;  // empty: the operator, whom recipients do not restrict
+              if (*who) {
+                  auto agent = reg.find_agent(**who);
+                  if (!agent) {
+                      co_return agent.error();
+                  }
+                  agent_id = agent->id;
+              }
+              auto blob = co_await cc.hub.retrieve(*token, agent_id);
+              if (!blob) {
+                  co_return blob.error();
+              }
+              json details = {{"name", blob->name}, {"once", blob->once}};
+              if (!agent_id.empty()) {
+                  details["agent"] = agent_id;
+              }
+              co_return Done{HttpStatus::ok, blob_json(*token, *blob),
+                             "blob:" + cc.hub.fingerprint(*token), details};
+          }));
+}
+
 }  // namespace
 
 void add_control_routes(http::Router& router, ControlContext& ctx) {
@@ -933,6 +1007,7 @@ void add_control_routes(http::Router& router, ControlContext& ctx) {
     add_user_agent_routes(router, ctx);
     add_credential_routes(router, ctx);
     add_service_status_audit_routes(router, ctx);
+    add_hub_routes(router, ctx);
 }
 
 }  // namespace agentgw

@@ -13,6 +13,7 @@
 #include "daemon/audit/audit_log.hpp"
 #include "daemon/credentials/credential_store.hpp"
 #include "daemon/http/router.hpp"
+#include "daemon/hub/hub.hpp"
 #include "daemon/identity/registry.hpp"
 #include "daemon/services/service_catalog.hpp"
 
@@ -39,6 +40,7 @@ struct ControlContext {
     AuditLog& audit;
     ServiceDirectory& services;
     Vault& vault;
+    Hub& hub;
     // Daemon facts for /v1/status.
     std::function<nlohmann::json()> status;
 };

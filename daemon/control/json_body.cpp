@@ -131,6 +131,17 @@ Result<std::optional<int64_t>> JsonBody::optional_int(std::string_view field, in
     return std::optional<int64_t>(n);
 }
 
+Result<std::optional<bool>> JsonBody::optional_bool(std::string_view field) const {
+    const json* v = find(field);
+    if (v == nullptr) {
+        return std::optional<bool>{};
+    }
+    if (!v->is_boolean()) {
+        return bad(field, "must be true or false");
+    }
+    return std::optional<bool>(v->get<bool>());
+}
+
 Result<int64_t> JsonBody::integer(std::string_view field, int64_t min, int64_t max) const {
     TRY_ASSIGN(auto value, optional_int(field, min, max));
     if (!value) {

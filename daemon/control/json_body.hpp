@@ -33,6 +33,7 @@ class JsonBody {
     Result<std::optional<std::string>> optional_string(std::string_view field) const;
     Result<std::optional<int64_t>> optional_int(std::string_view field, int64_t min,
                                                 int64_t max) const;
+    Result<std::optional<bool>> optional_bool(std::string_view field) const;
     Result<int64_t> integer(std::string_view field, int64_t min, int64_t max) const;  // required
     Result<std::vector<std::string>> string_list(std::string_view field) const;       // absent: {}
 

@@ -7,7 +7,9 @@
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "daemon/vault/vault.hpp"
@@ -21,9 +23,12 @@ inline boost::asio::awaitable<Status> async_write(Vault& vault, const Vault::Wri
                                                    void(Status)>(
         [&vault, &fn](auto handler) {
             auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-            vault.submit(fn, [shared](Status status) {
+            // Counted as outstanding work, so the io_context keeps running until the result is
+            // back even when nothing else is left to do (a daemon shutting down).
+            auto executor = boost::asio::prefer(boost::asio::get_associated_executor(*shared),
+                                                boost::asio::execution::outstanding_work.tracked);
+            vault.submit(fn, [shared, executor](Status status) {
                 // Runs on the writer thread: hand the result back to the coroutine's executor.
-                auto executor = boost::asio::get_associated_executor(*shared);
                 boost::asio::post(executor, [shared, status = std::move(status)]() mutable {
                     (*shared)(std::move(status));
                 });

@@ -44,8 +44,9 @@ enum class Table : uint8_t {
     blobs,        // lookup hash of a data token -> hub blob
     blob_expiry,  // be64(expiry ms) | blob key -> blob key
     audit,        // be64(sequence) -> audit entry
+    blob_usage,   // agent id -> that agent's live hub blobs and bytes (for the quotas)
 };
-inline constexpr size_t k_table_count = 10;
+inline constexpr size_t k_table_count = 11;
 std::string_view table_name(Table table) noexcept;
 
 struct VaultOptions {

@@ -1,0 +1,213 @@
+// The hub on the agent API (SPEC §3.3): publish, retrieve and delete, each authenticated by
+// both the agent key (x-api-key) and a session of the same agent (Authorization: Bearer), and
+// counted against the agent's rate limit.
+#include <boost/beast/core/string.hpp>
+#include <fmt/format.h>
+
+#include "daemon/agent/agent_api.hpp"
+#include "daemon/hub/hub_wire.hpp"
+
+namespace agentgw {
+
+namespace asio = boost::asio;
+using http::HttpStatus;
+using http::Response;
+using nlohmann::json;
+using verb = boost::beast::http::verb;
+
+namespace {
+
+constexpr std::string_view k_bad_session = "Invalid or expired JWT";
+
+// The agent named by both the x-api-key header and the Bearer session, or the answer to give.
+std::variant<Agent, Response> authenticate_hub(const AgentApiContext& ctx,
+                                               const http::Request::header_type& header) {
+    const auto auth = header.find(boost::beast::http::field::authorization);
+    const std::string_view value =
+        auth == header.end() ? std::string_view() : std::string_view(auth->value());
+    if (value.size() <= 7 || !boost::beast::iequals(value.substr(0, 7), "Bearer ")) {
+        return http::error_response(HttpStatus::unauthorized, "unauthorized", k_bad_session);
+    }
+    auto by_session = ctx.registry.authenticate_session(value.substr(7));
+    if (auto* error = std::get_if<AuthError>(&by_session)) {
+        if (error->failure == AuthFailure::unauthorized ||
+            error->failure == AuthFailure::session_expired) {
+            return http::error_response(
+                HttpStatus::unauthorized,
+                error->failure == AuthFailure::session_expired ? "session_expired" : "unauthorized",
+                k_bad_session);
+        }
+        return auth_failure(*error);
+    }
+    const auto key = header.find("x-api-key");
+    if (key == header.end()) {
+        return http::error_response(HttpStatus::unauthorized, "unauthorized",
+                                    "missing x-api-key: the hub needs the agent key and a session");
+    }
+    auto by_key = ctx.registry.authenticate_key(key->value());
+    if (auto* error = std::get_if<AuthError>(&by_key)) {
+        if (error->failure == AuthFailure::unauthorized) {
+            return http::error_response(HttpStatus::unauthorized, "unauthorized",
+                                        "Invalid username or API key");
+        }
+        return auth_failure(*error);
+    }
+    if (std::get<Agent>(by_key).id != std::get<Agent>(by_session).id) {
+        return http::error_response(HttpStatus::unauthorized, "unauthorized",
+                                    "the API key and the session belong to different agents");
+    }
+    return std::get<Agent>(std::move(by_session));
+}
+
+// Whether the client asked for the bare data: an Accept naming text/plain and not JSON.
+bool wants_plain_text(std::string_view accept) {
+    bool plain = false;
+    bool json_too = false;
+    while (!accept.empty()) {
+        const size_t comma = accept.find(',');
+        std::string_view range = accept.substr(0, comma);
+        accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
+        range = range.substr(0, range.find(';'));
+        while (!range.empty() && (range.front() == ' ' || range.front() == '\t')) {
+            range.remove_prefix(1);
+        }
+        while (!range.empty() && (range.back() == ' ' || range.back() == '\t')) {
+            range.remove_suffix(1);
+        }
+        plain = plain || boost::beast::iequals(range, "text/plain");
+        json_too = json_too || boost::beast::iequals(range, "application/json");
+    }
+    return plain && !json_too;
+}
+
+// One hub call: authenticate, count it against the agent's limit, run `step`, and put the
+// limit's headers on whatever comes back.
+using HubStep = std::function<asio::awaitable<Response>(http::RequestContext&, const Agent&)>;
+
+http::Handler hub_route(AgentApiContext& ctx, HubStep step) {
+    return [&ctx, step = std::move(step)](http::RequestContext& c) -> asio::awaitable<Response> {
+        auto who = authenticate_hub(ctx, c.req);
+        if (auto* refusal = std::get_if<Response>(&who)) {
+            co_return std::move(*refusal);
+        }
+        const Agent& agent = std::get<Agent>(who);
+        const std::string limit_key = agent_limit_key(agent);
+        const RateLimitState limit =
+            ctx.limiter.peek(limit_key, agent.rate_limit.requests, agent.rate_limit.window_secs);
+        if (!limit.allowed) {
+            ctx.metrics.count_rate_limited("agent");
+            ctx.audit.record({"agent:" + agent.id,
+                              "rate_limit",
+                              "hub",
+                              "rate_limit_exceeded",
+                              {{"scope", "agent"}, {"limit", limit.limit}}});
+            Response res = http::error_response(
+                HttpStatus::too_many_requests, "rate_limit_exceeded",
+                fmt::format("agent {} is limited to {} requests per {} s", agent.name,
+                            agent.rate_limit.requests, agent.rate_limit.window_secs));
+            set_rate_limit_headers(res, limit);
+            co_return res;
+        }
+        ctx.limiter.hit(limit_key, agent.rate_limit.window_secs);
+        Response res = co_await step(c, agent);
+        set_rate_limit_headers(res, limit);
+        co_return res;
+    };
+}
+
+std::string outcome_of(const Error& e) {
+    return std::string(http::error_response(e)["Agentgw-Error"]);
+}
+
+}  // namespace
+
+void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
+    router.add(
+        verb::post, "/secure/agent/publish",
+        hub_route(
+            ctx, [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
+                auto body =
+                    JsonBody::parse(c.req.body(), {"name", "data", "ttl", "once", "recipients"});
+                Result<BlobInput> input =
+                    body ? blob_input_from(*body, agent, ctx.registry, ctx.hub.limits())
+                         : Result<BlobInput>(body.error());
+                if (input) {
+                    if (auto s = ctx.hub.check(*input); !s) {
+                        input = s.error();
+                    }
+                }
+                if (!input) {
+                    ctx.audit.record({"agent:" + agent.id,
+                                      "hub.publish",
+                                      "hub",
+                                      outcome_of(input.error()),
+                                      {{"message", input.error().message}}});
+                    co_return http::error_response(input.error());
+                }
+                const auto published = co_await ctx.hub.publish(*input);
+                if (!published) {
+                    ctx.audit.record({"agent:" + agent.id,
+                                      "hub.publish",
+                                      "hub",
+                                      outcome_of(published.error()),
+                                      {{"message", published.error().message}}});
+                    co_return http::error_response(published.error());
+                }
+                ctx.audit.record({"agent:" + agent.id,
+                                  "hub.publish",
+                                  "blob:" + published->fingerprint,
+                                  "ok",
+                                  {{"name", input->name},
+                                   {"bytes", input->data.size()},
+                                   {"ttl", input->ttl_secs},
+                                   {"once", input->once},
+                                   {"recipients", input->recipient_ids.size()}}});
+                co_return http::json_response(HttpStatus::ok, publish_receipt(*published));
+            }));
+
+    router.add(
+        verb::get, "/secure/retrieve/{token}",
+        hub_route(
+            ctx, [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
+                const std::string& token = c.param("token");
+                const std::string target = "blob:" + ctx.hub.fingerprint(token);
+                auto blob = co_await ctx.hub.retrieve(token, agent.id);
+                if (!blob) {
+                    ctx.audit.record({"agent:" + agent.id, "hub.retrieve", target,
+                                      outcome_of(blob.error()), json::object()});
+                    co_return http::error_response(blob.error());
+                }
+                ctx.audit.record({"agent:" + agent.id,
+                                  "hub.retrieve",
+                                  target,
+                                  "ok",
+                                  {{"name", blob->name}, {"once", blob->once}}});
+                if (wants_plain_text(c.req[boost::beast::http::field::accept])) {
+                    Response res{HttpStatus::ok, 11};
+                    res.set(boost::beast::http::field::content_type, "text/plain; charset=utf-8");
+                    res.set(boost::beast::http::field::cache_control, "no-store");
+                    res.body() = blob->data;
+                    co_return res;
+                }
+                co_return http::json_response(HttpStatus::ok, blob_json(token, *blob));
+            }));
+
+    router.add(
+        verb::delete_, "/secure/retrieve/{token}",
+        hub_route(ctx,
+                  [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
+                      const std::string& token = c.param("token");
+                      const std::string target = "blob:" + ctx.hub.fingerprint(token);
+                      const Status removed = co_await ctx.hub.remove(token, agent.id);
+                      ctx.audit.record({"agent:" + agent.id, "hub.delete", target,
+                                        removed ? std::string("ok") : outcome_of(removed.error()),
+                                        json::object()});
+                      if (!removed) {
+                          co_return http::error_response(removed.error());
+                      }
+                      Response res{HttpStatus::no_content, 11};
+                      co_return res;
+                  }));
+}
+
+}  // namespace agentgw
