@@ -13,6 +13,8 @@ void register_agent(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_service(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_credential(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_audit(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_publish(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_retrieve(CLI::App& parent, Context& ctx, Runner& chosen);
 
 struct CommandEntry {
     std::string_view name;
@@ -26,6 +28,8 @@ inline constexpr CommandEntry k_commands[] = {
     {"agent", &register_agent},
     {"service", &register_service},
     {"credential", &register_credential},
+    {"publish", &register_publish},
+    {"retrieve", &register_retrieve},
     {"audit", &register_audit},
 };
 // clang-format on
