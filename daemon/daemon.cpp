@@ -278,30 +278,6 @@ int run_daemon(DaemonConfig config) {
         sweep_timer.async_wait([&](const boost::system::error_code& ec) {
             if (!ec) {
                 sweep_limits();
-
-                // Expired hub blobs go in bounded batches, each one write among the others: a full
-                // batch is followed at once by the next, otherwise the sweeper looks again a second
-                // later.
-                asio::steady_timer hub_timer(ioc);
-                asio::co_spawn(
-                    ioc,
-                    [&]() -> asio::awaitable<void> {
-                        for (;;) {
-                            const auto removed = co_await hub.sweep();
-                            if (!removed) {
-                                spdlog::error("hub sweep: {}", removed.error().message);
-                            }
-                            const bool more = removed && *removed >= hub.limits().sweep_batch;
-                            hub_timer.expires_after(more ? std::chrono::milliseconds(0)
-                                                         : std::chrono::milliseconds(1000));
-                            auto [ec] =
-                                co_await hub_timer.async_wait(asio::as_tuple(asio::use_awaitable));
-                            if (ec) {
-                                co_return;
-                            }
-                        }
-                    },
-                    asio::detached);
             }
         });
     };
@@ -310,6 +286,7 @@ int run_daemon(DaemonConfig config) {
     // Expired hub blobs go in bounded batches, each one write among the others: a full batch
     // is followed at once by the next, otherwise the sweeper looks again a second later.
     asio::steady_timer hub_timer(ioc);
+    bool stopping = false;  // set on SIGTERM: a sweep in flight then does not start another
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
@@ -317,6 +294,9 @@ int run_daemon(DaemonConfig config) {
                 const auto removed = co_await hub.sweep();
                 if (!removed) {
                     spdlog::error("hub sweep: {}", removed.error().message);
+                }
+                if (stopping) {
+                    co_return;
                 }
                 const bool more = removed && *removed >= hub.limits().sweep_batch;
                 hub_timer.expires_after(more ? std::chrono::milliseconds(0)
@@ -390,6 +370,7 @@ int run_daemon(DaemonConfig config) {
             signals.cancel();
             retention_timer.cancel();
             sweep_timer.cancel();
+            stopping = true;
             hub_timer.cancel();
             server.stop(config.drain);
         };
