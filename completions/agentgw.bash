@@ -9,6 +9,7 @@ _agentgw() {
     # Options that take a value in the next word.
     local valued=' --socket --email --user --name --description --service --lifespan-days '
     valued+='--grace --requests --window --method --path --type --agent --since --action --limit '
+    valued+='--as --ttl --to '
 
     # "--opt VALUE", and "--opt=VALUE", which bash splits into "--opt" "=" "VALUE".
     if [[ $prev == = && $COMP_CWORD -ge 2 ]]; then
@@ -56,7 +57,7 @@ _agentgw() {
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W '--socket --json --version --help -h' -- "$cur"))
             else
-                COMPREPLY=($(compgen -W 'status user agent service credential audit' -- "$cur"))
+                COMPREPLY=($(compgen -W 'status user agent service credential publish retrieve audit' -- "$cur"))
             fi
             return
             ;;
@@ -83,6 +84,12 @@ _agentgw() {
                 set) opts='--user --agent --type' ;;
                 rm) opts='--user --agent' ;;
             esac
+            ;;
+        publish)
+            opts='--as --name --ttl --once --to'
+            ;;
+        retrieve)
+            opts='--as --raw'
             ;;
         audit)
             subs='verify'

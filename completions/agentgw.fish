@@ -6,7 +6,8 @@
 # subcommand, then their arguments.
 function __agentgw_words
     set -l valued --socket --email --user --name --description --service --lifespan-days \
-        --grace --requests --window --method --path --type --agent --since --action --limit
+        --grace --requests --window --method --path --type --agent --since --action --limit \
+        --as --ttl --to
     set -l tokens (commandline -opc)
     set -e tokens[1]
     set -l skip 0
@@ -60,6 +61,8 @@ complete -c agentgw -n __agentgw_needs_command -a user -d 'Add, list, show and r
 complete -c agentgw -n __agentgw_needs_command -a agent -d 'Create and manage agents and their grants'
 complete -c agentgw -n __agentgw_needs_command -a service -d 'List, show and reload services'
 complete -c agentgw -n __agentgw_needs_command -a credential -d 'Store, list and remove credentials'
+complete -c agentgw -n __agentgw_needs_command -a publish -d 'Publish data from stdin for other agents'
+complete -c agentgw -n __agentgw_needs_command -a retrieve -d 'Retrieve published data by its token'
 complete -c agentgw -n __agentgw_needs_command -a audit -d 'Show, follow or verify the audit log'
 
 # user
@@ -103,6 +106,17 @@ complete -c agentgw -n '__agentgw_needs_subcommand credential' -a rm -d 'Remove 
 complete -c agentgw -n '__agentgw_using_subcommand credential set rm' -l user -x -d 'The credential of this user'
 complete -c agentgw -n '__agentgw_using_subcommand credential set rm' -l agent -x -d 'The credential of this agent'
 complete -c agentgw -n '__agentgw_using_subcommand credential set' -l type -x -a 'api_key basic oauth2 client_secret' -d 'Credential type'
+
+# publish: the data comes from stdin
+complete -c agentgw -n '__agentgw_using_command publish' -l as -x -d 'The publishing agent (name or id)'
+complete -c agentgw -n '__agentgw_using_command publish' -l name -x -d 'A label for the data'
+complete -c agentgw -n '__agentgw_using_command publish' -l ttl -x -d 'Lifetime in seconds (default 86400)'
+complete -c agentgw -n '__agentgw_using_command publish' -l once -d 'Let the data be retrieved only once'
+complete -c agentgw -n '__agentgw_using_command publish' -l to -x -d 'Only this agent may retrieve it (repeatable)'
+
+# retrieve [TOKEN]: without a token (or with -) it is read from stdin
+complete -c agentgw -n '__agentgw_using_command retrieve' -l as -x -d 'Retrieve as this agent (name or id)'
+complete -c agentgw -n '__agentgw_using_command retrieve' -l raw -d 'Print only the data, exactly as published'
 
 # audit: options, or the subcommand verify
 complete -c agentgw -n '__agentgw_needs_subcommand audit' -a verify -d "Check the audit log's hash chain"

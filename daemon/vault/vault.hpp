@@ -42,7 +42,7 @@ enum class Table : uint8_t {
     agent_keys,   // lookup hash of an agent key -> agent id
     credentials,  // service/scope key -> credential
     blobs,        // lookup hash of a data token -> hub blob
-    blob_expiry,  // be64(expiry ms) | blob key -> blob key
+    blob_expiry,  // be64(expiry ms) | blob key -> {publisher id, data size}
     audit,        // be64(sequence) -> audit entry
     blob_usage,   // agent id -> that agent's live hub blobs and bytes (for the quotas)
 };
