@@ -112,15 +112,20 @@ boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer
         for (const auto& v : verbs) {
             allow += (allow.empty() ? "" : ", ") + v;
         }
+        // Named by its pattern, not the path: a path may carry a secret (a hub data token).
+        std::string pattern;
+        for (const auto& segment : matches.front().route->segments) {
+            pattern += "/" + segment;
+        }
         Response res = error_response(
             HttpStatus::method_not_allowed, "method_not_allowed",
-            fmt::format("{} does not accept {}", std::string_view(url->encoded_path()),
+            fmt::format("{} does not accept {}", pattern.empty() ? "/" : pattern,
                         std::string_view(req.method_string())));
         res.set(beast_http::field::allow, allow);
         co_return res;
     }
-    co_return error_response(HttpStatus::not_found, "not_found",
-                             fmt::format("no route for {}", std::string_view(url->encoded_path())));
+    // The path is not repeated back: it may carry a secret (a hub data token).
+    co_return error_response(HttpStatus::not_found, "not_found", "no such route");
 }
 
 }  // namespace agentgw::http

@@ -95,7 +95,8 @@ class Hub {
     boost::asio::awaitable<Result<Blob>> retrieve(std::string_view token,
                                                   const std::string& retriever_id);
 
-    // Removes the blob; only its publisher may (anyone else gets Code::not_found).
+    // Removes the blob; only its publisher may (anyone else gets Code::not_found). An empty
+    // `requester_id` is the operator, who may remove any.
     boost::asio::awaitable<Status> remove(std::string_view token, const std::string& requester_id);
 
     // Removes up to limits().sweep_batch expired blobs in one write; returns how many.
