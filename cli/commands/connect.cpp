@@ -46,9 +46,15 @@ Status run_connect(Context& ctx, const ConnectOptions& o) {
     say.flush();
 
     const std::string path = "/v1/oauth/device/" + segment(flow.at("flow_id").get<std::string>());
+    int unreachable = 0;  // consecutive failed looks: the daemon may be restarting
     for (;;) {
         std::this_thread::sleep_for(std::chrono::seconds(1));
-        TRY_ASSIGN(Reply now, call(ctx, "GET", path));
+        auto looked = call(ctx, "GET", path);
+        if (!looked && looked.error().code == Code::unavailable && ++unreachable < 30) {
+            continue;  // the flow is in the vault and resumes with the daemon
+        }
+        unreachable = 0;
+        TRY_ASSIGN(Reply now, std::move(looked));
         const std::string status = now.body.value("status", "");
         if (status == "pending") {
             continue;

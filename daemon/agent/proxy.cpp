@@ -266,6 +266,10 @@ std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::Ups
             HttpStatus::bad_gateway, "upstream_error",
             fmt::format("the credential for service {} {}", service.id, why));
     };
+    if (cred.type == "client_secret" && service.auth.type != AuthSpec::Type::oauth2) {
+        // A client secret is for a token endpoint; it never goes to the service itself.
+        return unusable("is a client secret, which only an oauth2 service can use");
+    }
     switch (service.auth.type) {
         case AuthSpec::Type::oauth2:
             // Only ever the access token: a client_credentials record also holds the secret.
@@ -371,7 +375,7 @@ class ProxyExchange {
                 co_return co_await refuse(*refusal);
             }
         }
-        refusal = co_await fresh_credential(false);
+        refusal = co_await fresh_credential();
         if (refusal) {
             co_return co_await refuse(*refusal);
         }
@@ -379,40 +383,57 @@ class ProxyExchange {
     }
 
   private:
-    // An OAuth2 credential whose access token is missing or expired is refreshed first (and
-    // with `force`, after the upstream refused the token); the request then goes with the new
-    // one. Waits for a refresh already running for the same credential rather than start
-    // another.
-    asio::awaitable<std::optional<Response>> fresh_credential(bool force) {
+    // An OAuth2 credential whose access token is missing or expired is refreshed first; the
+    // request then goes with the new one. Waits for a refresh already running for the same
+    // credential rather than start another.
+    asio::awaitable<std::optional<Response>> fresh_credential() {
         const Service& service = *call_.service;
-        const ResolvedCredential& cred = *call_.credential;
         if (service.auth.type != AuthSpec::Type::oauth2) {
             co_return std::nullopt;
         }
-        const int64_t now = ctx_.registry.clock().now_secs();
-        const bool stale =
-            cred.access_token.empty() || (cred.expires_at != 0 && cred.expires_at <= now);
-        if (!cred.reauth_required && !force && !stale) {
-            co_return std::nullopt;
-        }
-        if (cred.reauth_required || !cred.refreshable) {
-            if (!force && !cred.reauth_required) {
+        // Twice at most: a refresh that found the credential already changed (refreshed or
+        // replaced by someone else) leaves a new record to judge again.
+        for (int round = 0; round < 2; ++round) {
+            const ResolvedCredential& cred = *call_.credential;
+            const int64_t now = ctx_.registry.clock().now_secs();
+            const bool stale =
+                cred.access_token.empty() || (cred.expires_at != 0 && cred.expires_at <= now);
+            if (!stale) {
+                co_return std::nullopt;  // still good, even when its refresh was refused
+            }
+            if (cred.reauth_required) {
+                co_return reauth_answer(cred);
+            }
+            if (!cred.refreshable) {
                 co_return std::nullopt;  // nothing to refresh with: inject() explains
             }
-            co_return http::error_response(
-                HttpStatus::bad_gateway, "upstream_error",
-                fmt::format("credential refresh failed: the credential for service {} needs "
-                            "authorising again (agentgw connect {})",
-                            service.id, service.id));
+            const std::string key = cred.key;
+            const uint64_t generation = cred.generation;
+            const Status refreshed = co_await ctx_.refresher.refresh(service, key, generation);
+            if (!refreshed) {
+                co_return http::error_response(refreshed.error());
+            }
+            if (auto refusal = find_credential(ctx_, call_)) {
+                co_return refusal;
+            }
         }
-        const std::string key = cred.key;
-        const uint64_t generation = cred.generation;
-        const Status refreshed = co_await ctx_.refresher.refresh(service, key, generation);
-        if (!refreshed) {
-            co_return http::error_response(HttpStatus::bad_gateway, "upstream_error",
-                                           refreshed.error().message);
-        }
-        co_return find_credential(ctx_, call_);
+        co_return std::nullopt;
+    }
+
+    // The answer for a credential whose refresh was refused: what the operator must do.
+    Response reauth_answer(const ResolvedCredential& cred) const {
+        const std::string& id = call_.service->id;
+        return http::error_response(
+            HttpStatus::bad_gateway, "upstream_error",
+            cred.type == "client_secret"
+                ? fmt::format("credential refresh failed: the token endpoint refused the client "
+                              "secret for service {} (agentgw credential set {} --type "
+                              "client_secret)",
+                              id, id)
+                : fmt::format("credential refresh failed: the refresh token for service {} was "
+                              "refused; authorise again (agentgw connect {}, or agentgw "
+                              "credential set {} --type oauth2)",
+                              id, id, id));
     }
 
     // Answers without forwarding. An unread body would be taken for the next request, so the
@@ -572,16 +593,16 @@ class ProxyExchange {
         // An upstream that refuses an OAuth2 access token before it expired (revoked, rotated
         // elsewhere) gets one more try with a refreshed token, when the request can be sent
         // again: it had no body.
+        const bool replayable = !up.has_body || (up.body_size && *up.body_size == 0);
         if (service.auth.type == AuthSpec::Type::oauth2 && transfer->head().status == 401 &&
-            !up.has_body && refreshable && !retried_) {
+            replayable && refreshable && !retried_) {
             retried_ = true;
             transfer.reset();
             const Status refreshed =
                 co_await ctx_.refresher.refresh(service, credential_key, credential_generation);
             std::optional<Response> refusal;
             if (!refreshed) {
-                refusal = http::error_response(HttpStatus::bad_gateway, "upstream_error",
-                                               refreshed.error().message);
+                refusal = http::error_response(refreshed.error());
             } else {
                 refusal = find_credential(ctx_, call_);
             }

@@ -163,8 +163,10 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
                                                                scope_name(in.scope)));
             }
         }
-        // A new generation, so that a refresh of the record this one replaces cannot land on it.
+        // A new generation, so that a refresh of the record this one replaces cannot land on it;
+        // a first one is random, so a record deleted and created again does not repeat it.
         uint64_t generation = 0;
+        randombytes_buf(&generation, sizeof generation);
         TRY_ASSIGN(auto previous, txn.get(Table::credentials, key));
         if (previous) {
             json old = json::parse(as_view(*previous), nullptr, false);
@@ -299,6 +301,7 @@ Result<std::optional<std::unique_ptr<OAuthTokens>>> CredentialStore::load_tokens
         t->refresh_token = j.value("refresh_token", "");
         t->client_secret = t->type == "client_secret" ? j.value("secret", "") : "";
         t->expires_at = j.value("expires_at", int64_t{0});
+        t->lifetime = j.value("lifetime", int64_t{0});
         t->generation = j.value("generation", uint64_t{0});
         t->reauth_required = j.value("status", "") == "reauth_required";
         wipe_strings(j);
@@ -319,6 +322,7 @@ boost::asio::awaitable<Status> CredentialStore::store_tokens(const std::string& 
             j["refresh_token"] = tokens.refresh_token;  // rotated; else the old one stays
         }
         j["expires_at"] = tokens.expires_in > 0 ? now + tokens.expires_in : 0;
+        j["lifetime"] = tokens.expires_in;
         j["generation"] = generation + 1;
         j["updated_at"] = now;
         j.erase("status");

@@ -75,6 +75,7 @@ struct OAuthTokens {
     std::string refresh_token;
     std::string client_secret;
     int64_t expires_at = 0;
+    int64_t lifetime = 0;  // the last refresh's expires_in; 0: unknown
     uint64_t generation = 0;
     bool reauth_required = false;
 

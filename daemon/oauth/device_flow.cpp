@@ -35,10 +35,19 @@ void wipe_strings(json& j) {
     }
 }
 
+// A positive integer member; some servers send numbers as strings.
 int64_t positive_int(const json& body, const char* name, int64_t fallback) {
     const auto it = body.find(name);
     if (it != body.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
         return it->get<int64_t>();
+    }
+    if (it != body.end() && it->is_string()) {
+        try {
+            const int64_t n = std::stoll(it->get<std::string>());
+            return n > 0 ? n : fallback;
+        } catch (const std::exception&) {
+            return fallback;
+        }
     }
     return fallback;
 }
@@ -139,15 +148,14 @@ asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, Cre
     auto reply = co_await post_form(client_, service, service.auth.device_authorization_url, form,
                                     &retryable);
     if (!reply) {
-        co_return make_error(Code::unavailable,
+        co_return make_error(Code::upstream,
                              fmt::format("device authorization failed: {}", reply.error().message));
     }
     if (!error_code(*reply).empty() || reply->status / 100 != 2) {
-        co_return make_error(
-            Code::unavailable,
-            fmt::format("device authorization failed: {}",
-                        error_code(*reply).empty() ? fmt::format("HTTP {}", reply->status)
-                                                   : error_text(*reply)));
+        co_return make_error(Code::upstream, fmt::format("device authorization failed: {}",
+                                                         error_code(*reply).empty()
+                                                             ? fmt::format("HTTP {}", reply->status)
+                                                             : error_text(*reply)));
     }
     const json& b = reply->body;
     std::string uri = string_of(b, "verification_uri");
@@ -155,7 +163,7 @@ asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, Cre
         uri = string_of(b, "verification_url");  // an older spelling some servers still use
     }
     if (string_of(b, "device_code").empty() || string_of(b, "user_code").empty() || uri.empty()) {
-        co_return make_error(Code::unavailable,
+        co_return make_error(Code::upstream,
                              "device authorization failed: the answer lacks device_code, "
                              "user_code or verification_uri");
     }

@@ -1,5 +1,6 @@
 #include "daemon/oauth/refresher.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include <boost/asio/as_tuple.hpp>
@@ -20,7 +21,7 @@ namespace {
 constexpr int k_attempts = 3;  // for failures that are safe to repeat (see post_form)
 
 Error refresh_failed(std::string_view why) {
-    return make_error(Code::unavailable, fmt::format("credential refresh failed: {}", why));
+    return make_error(Code::upstream, fmt::format("credential refresh failed: {}", why));
 }
 
 // "service/user/<id>" from the record key "service\0user\0<id>", for audit entries.
@@ -113,7 +114,11 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
     if (!can || t.reauth_required || t.expires_at == 0) {
         co_return;
     }
-    const int64_t ahead = service.auth.refresh_before_secs;
+    // Never more than half the token's lifetime ahead: a refresh_before_secs at least as long
+    // as the lifetime would otherwise refresh at every look.
+    const int64_t ahead = t.lifetime > 0
+                              ? std::min(service.auth.refresh_before_secs, t.lifetime / 2)
+                              : service.auth.refresh_before_secs;
     const int64_t jitter =
         ahead >= 10 ? static_cast<int64_t>(randombytes_uniform(static_cast<uint32_t>(ahead / 10)))
                     : 0;

@@ -70,7 +70,7 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
     auto failure = co_await transfer->wait_head();
     if (failure) {
         *retryable = failure->kind == upstream::Failure::Kind::connect;
-        co_return make_error(Code::unavailable, fmt::format("{}: {}", url, failure->message));
+        co_return make_error(Code::upstream, fmt::format("{}: {}", url, failure->message));
     }
     (void)sent;  // an answer before the whole form was read is judged by its status below
     const unsigned status = transfer->head().status;
@@ -79,7 +79,7 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
     for (;;) {
         if (auto broken = co_await transfer->read(piece)) {
             wipe(text);
-            co_return make_error(Code::unavailable, fmt::format("{}: {}", url, broken->message));
+            co_return make_error(Code::upstream, fmt::format("{}: {}", url, broken->message));
         }
         if (piece.empty()) {
             break;
@@ -89,7 +89,7 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
         if (text.size() > k_max_answer) {
             wipe(text);
             co_return make_error(
-                Code::unavailable,
+                Code::upstream,
                 fmt::format("{}: the answer is larger than {} bytes", url, k_max_answer));
         }
     }
@@ -100,12 +100,12 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
     if (!reply.body.is_object()) {
         *retryable = status >= 500 || status == 429;
         reply.body = nlohmann::json::object();
-        co_return make_error(Code::unavailable,
+        co_return make_error(Code::upstream,
                              fmt::format("{} answered HTTP {} without a JSON object", url, status));
     }
     if ((status >= 500 || status == 429) && error_code(reply).empty()) {
         *retryable = true;
-        co_return make_error(Code::unavailable, fmt::format("{} answered HTTP {}", url, status));
+        co_return make_error(Code::upstream, fmt::format("{} answered HTTP {}", url, status));
     }
     co_return std::move(reply);
 }
