@@ -69,7 +69,9 @@ std::string scopes_of(const Service& service) {
 }  // namespace
 
 struct TokenRefresher::Flight {
-    explicit Flight(const asio::any_io_executor& ex) : signal(ex) {}
+    // The expiry is set once, here: setting it again would cancel the waits already parked.
+    explicit Flight(const asio::any_io_executor& ex)
+        : signal(ex, std::chrono::steady_clock::time_point::max()) {}
     asio::steady_timer signal;  // waiters park on it; the leader cancels it when done
     bool done = false;
     Status result;
@@ -86,7 +88,6 @@ asio::awaitable<Status> TokenRefresher::refresh(const Service& service_ref,
     if (auto it = flights_.find(key); it != flights_.end()) {
         const std::shared_ptr<Flight> flight = it->second;
         while (!flight->done) {
-            flight->signal.expires_at(std::chrono::steady_clock::time_point::max());
             co_await flight->signal.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         co_return flight->result;
