@@ -115,6 +115,9 @@ Error ControlClient::error_of(const Reply& reply) {
         case 429:
             code = Code::exhausted;
             break;
+        case 502:
+            code = Code::upstream;
+            break;
         case 503:
             code = Code::unavailable;
             break;

@@ -14,6 +14,7 @@ int exit_code_for(Code code) noexcept {
         case Code::unavailable:
             return k_exit_unreachable;
         case Code::conflict:
+        case Code::upstream:
         case Code::exhausted:
         case Code::io_error:
         case Code::corrupt:

@@ -18,6 +18,8 @@ std::string_view code_name(Code code) noexcept {
             return "exhausted";
         case Code::unavailable:
             return "unavailable";
+        case Code::upstream:
+            return "upstream";
         case Code::io_error:
             return "io_error";
         case Code::corrupt:

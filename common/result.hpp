@@ -21,6 +21,7 @@ enum class Code {
     unauthenticated,    // credentials missing or wrong (including a wrong master key)
     exhausted,          // a quota, a size or a rate limit was exceeded
     unavailable,        // a dependency is down or busy (another daemon, a socket)
+    upstream,           // a server called on the caller's behalf failed (a token endpoint)
     io_error,           // the operating system refused (open, write, fsync, bind)
     corrupt,            // stored data failed an integrity check
     internal,           // a bug or an impossible state

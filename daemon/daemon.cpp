@@ -1,5 +1,6 @@
 #include "daemon/daemon.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -32,6 +33,8 @@
 #include "daemon/http/server.hpp"
 #include "daemon/hub/hub.hpp"
 #include "daemon/identity/registry.hpp"
+#include "daemon/oauth/device_flow.hpp"
+#include "daemon/oauth/refresher.hpp"
 #include "daemon/util/clock.hpp"
 #include "daemon/vault/key_source.hpp"
 #include "daemon/vault/vault.hpp"
@@ -189,8 +192,10 @@ int run_daemon(DaemonConfig config) {
         return n ? static_cast<double>(*n) : 0.0;
     });
     upstream::UpstreamClient upstream(ioc);
-    AgentApiContext agent_api_ctx{registry, credentials, audit,    services,
-                                  limiter,  metrics,     upstream, hub};
+    oauth::TokenRefresher refresher(upstream, credentials, audit, metrics, clock);
+    oauth::DeviceFlows device_flows(ioc, upstream, vault, credentials, audit, services, clock);
+    AgentApiContext agent_api_ctx{registry, credentials, audit, services, limiter,
+                                  metrics,  upstream,    hub,   refresher};
     http::Router agent_routes;
     add_agent_routes(agent_routes, agent_api_ctx);
     add_hub_routes(agent_routes, agent_api_ctx);
@@ -212,7 +217,7 @@ int run_daemon(DaemonConfig config) {
     });
 
     ControlContext control{
-        registry, credentials, audit, services, vault, hub, [&] {
+        registry, credentials, audit, services, vault, hub, device_flows, [&] {
             const auto stats = vault.stats();
             const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
                 std::chrono::steady_clock::now() - started);
@@ -226,6 +231,11 @@ int run_daemon(DaemonConfig config) {
                 }
                 return {};
             });
+            if (auto infos = credentials.list()) {
+                counts["credentials_reauth_required"] =
+                    std::count_if(infos->begin(), infos->end(),
+                                  [](const CredentialInfo& i) { return i.reauth_required; });
+            }
             if (auto head = audit.head()) {
                 audit_state = {{"last_seq", head->first}, {"entries", head->second}};
             }
@@ -309,6 +319,39 @@ int run_daemon(DaemonConfig config) {
         },
         asio::detached);
 
+    // OAuth2 access tokens are refreshed ahead of their expiry (refresh_before_secs, with
+    // jitter), so requests rarely wait for one; a request finding one expired refreshes it.
+    asio::steady_timer refresh_timer(ioc);
+    std::function<void()> refresh_due = [&] {
+        if (auto infos = credentials.list()) {
+            const auto catalog = services.current();
+            for (const auto& info : *infos) {
+                const Service* service = catalog->find(info.service);
+                if (service == nullptr || service->auth.type != AuthSpec::Type::oauth2 ||
+                    !info.refreshable || info.reauth_required || info.expires_at == 0) {
+                    continue;
+                }
+                // The coroutine starts later: it gets copies, not references into this loop.
+                asio::co_spawn(
+                    ioc,
+                    [&refresher, s = *service, key = info.key]() -> asio::awaitable<void> {
+                        co_await refresher.refresh_if_due(s, key);
+                    },
+                    asio::detached);
+            }
+        } else {
+            spdlog::error("proactive token refresh: {}", infos.error().message);
+        }
+        refresh_timer.expires_after(std::chrono::seconds(15));
+        refresh_timer.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) {
+                refresh_due();
+            }
+        });
+    };
+    refresh_due();
+    device_flows.resume();
+
     // Routed requests (login, the hub) are read whole: room for the largest blob, JSON-escaped.
     http::Limits agent_limits;
     agent_limits.body_limit = std::max(agent_limits.body_limit, 2 * config.hub.max_data + 65536);
@@ -372,6 +415,8 @@ int run_daemon(DaemonConfig config) {
             sweep_timer.cancel();
             stopping = true;
             hub_timer.cancel();
+            refresh_timer.cancel();
+            device_flows.stop();
             server.stop(config.drain);
         };
     signals.async_wait(on_signal);

@@ -13,6 +13,7 @@ void register_agent(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_service(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_credential(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_audit(CLI::App& parent, Context& ctx, Runner& chosen);
+void register_connect(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_publish(CLI::App& parent, Context& ctx, Runner& chosen);
 void register_retrieve(CLI::App& parent, Context& ctx, Runner& chosen);
 
@@ -28,6 +29,7 @@ inline constexpr CommandEntry k_commands[] = {
     {"agent", &register_agent},
     {"service", &register_service},
     {"credential", &register_credential},
+    {"connect", &register_connect},
     {"publish", &register_publish},
     {"retrieve", &register_retrieve},
     {"audit", &register_audit},

@@ -13,14 +13,21 @@ namespace {
 
 void print_status(std::ostream& out, const nlohmann::json& s) {
     const auto& vault = s.at("vault");
-    print_table(out, {},
-                {{"version", s.at("version").get<std::string>()},
-                 {"pid", std::to_string(s.at("pid").get<long>())},
-                 {"uptime", format_duration(s.at("uptime_secs").get<int64_t>())},
-                 {"agent API", s.at("listeners").at("agent_api").get<std::string>()},
-                 {"control socket", s.at("listeners").at("control_socket").get<std::string>()},
-                 {"vault", fmt::format("{} ({})", vault.at("state").get<std::string>(),
-                                       vault.at("dir").get<std::string>())}});
+    const auto& counts = s.value("counts", nlohmann::json::object());
+    // Credentials whose refresh the authorization server refused: someone must act.
+    const int64_t reauth = counts.value("credentials_reauth_required", int64_t{0});
+    print_table(
+        out, {},
+        {{"version", s.at("version").get<std::string>()},
+         {"pid", std::to_string(s.at("pid").get<long>())},
+         {"uptime", format_duration(s.at("uptime_secs").get<int64_t>())},
+         {"agent API", s.at("listeners").at("agent_api").get<std::string>()},
+         {"control socket", s.at("listeners").at("control_socket").get<std::string>()},
+         {"vault", fmt::format("{} ({})", vault.at("state").get<std::string>(),
+                               vault.at("dir").get<std::string>())},
+         {"reauth required",
+          reauth == 0 ? std::string("none")
+                      : fmt::format("{} credential(s): see agentgw credential list", reauth)}});
 }
 
 Status run_status(Context& ctx) {

@@ -16,6 +16,7 @@
 #include "daemon/hub/hub.hpp"
 #include "daemon/identity/registry.hpp"
 #include "daemon/metrics/metrics.hpp"
+#include "daemon/oauth/refresher.hpp"
 #include "daemon/ratelimit/rate_limiter.hpp"
 #include "daemon/upstream/upstream_client.hpp"
 
@@ -30,6 +31,7 @@ struct AgentApiContext {
     Metrics& metrics;
     upstream::UpstreamClient& upstream;
     Hub& hub;
+    oauth::TokenRefresher& refresher;
 };
 
 // Failed logins allowed per username and per client address within the window (SPEC §3.1).

@@ -266,12 +266,21 @@ std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::Ups
             HttpStatus::bad_gateway, "upstream_error",
             fmt::format("the credential for service {} {}", service.id, why));
     };
+    if (cred.type == "client_secret" && service.auth.type != AuthSpec::Type::oauth2) {
+        // A client secret is for a token endpoint; it never goes to the service itself.
+        return unusable("is a client secret, which only an oauth2 service can use");
+    }
     switch (service.auth.type) {
         case AuthSpec::Type::oauth2:
+            // Only ever the access token: a client_credentials record also holds the secret.
+            if (cred.access_token.empty()) {
+                return unusable("has no access token (agentgw connect or credential set)");
+            }
             if (cred.expires_at != 0 && cred.expires_at <= now_secs) {
                 return unusable("holds an access token that has expired");
             }
-            [[fallthrough]];
+            up.headers.push_back("Authorization: Bearer " + cred.access_token);
+            return std::nullopt;
         case AuthSpec::Type::bearer:
             if (token.empty()) {
                 return unusable("has no token to send as a bearer token");
@@ -366,10 +375,67 @@ class ProxyExchange {
                 co_return co_await refuse(*refusal);
             }
         }
+        refusal = co_await fresh_credential();
+        if (refusal) {
+            co_return co_await refuse(*refusal);
+        }
         co_return co_await forward();
     }
 
   private:
+    // An OAuth2 credential whose access token is missing or expired is refreshed first; the
+    // request then goes with the new one. Waits for a refresh already running for the same
+    // credential rather than start another.
+    asio::awaitable<std::optional<Response>> fresh_credential() {
+        const Service& service = *call_.service;
+        if (service.auth.type != AuthSpec::Type::oauth2) {
+            co_return std::nullopt;
+        }
+        // Twice at most: a refresh that found the credential already changed (refreshed or
+        // replaced by someone else) leaves a new record to judge again.
+        for (int round = 0; round < 2; ++round) {
+            const ResolvedCredential& cred = *call_.credential;
+            const int64_t now = ctx_.registry.clock().now_secs();
+            const bool stale =
+                cred.access_token.empty() || (cred.expires_at != 0 && cred.expires_at <= now);
+            if (!stale) {
+                co_return std::nullopt;  // still good, even when its refresh was refused
+            }
+            if (cred.reauth_required) {
+                co_return reauth_answer(cred);
+            }
+            if (!cred.refreshable) {
+                co_return std::nullopt;  // nothing to refresh with: inject() explains
+            }
+            const std::string key = cred.key;
+            const uint64_t generation = cred.generation;
+            const Status refreshed = co_await ctx_.refresher.refresh(service, key, generation);
+            if (!refreshed) {
+                co_return http::error_response(refreshed.error());
+            }
+            if (auto refusal = find_credential(ctx_, call_)) {
+                co_return refusal;
+            }
+        }
+        co_return std::nullopt;
+    }
+
+    // The answer for a credential whose refresh was refused: what the operator must do.
+    Response reauth_answer(const ResolvedCredential& cred) const {
+        const std::string& id = call_.service->id;
+        return http::error_response(
+            HttpStatus::bad_gateway, "upstream_error",
+            cred.type == "client_secret"
+                ? fmt::format("credential refresh failed: the token endpoint refused the client "
+                              "secret for service {} (agentgw credential set {} --type "
+                              "client_secret)",
+                              id, id)
+                : fmt::format("credential refresh failed: the refresh token for service {} was "
+                              "refused; authorise again (agentgw connect {}, or agentgw "
+                              "credential set {} --type oauth2)",
+                              id, id, id));
+    }
+
     // Answers without forwarding. An unread body would be taken for the next request, so the
     // connection closes when there is one.
     asio::awaitable<bool> refuse(Response& res) {
@@ -437,6 +503,9 @@ class ProxyExchange {
             wipe(query);
             co_return co_await refuse(*refusal);
         }
+        const std::string credential_key = call_.credential->key;
+        const uint64_t credential_generation = call_.credential->generation;
+        const bool refreshable = call_.credential->refreshable;
         call_.credential.reset();  // wiped; the request holds the only copy now
         up.url = service.base_url + call_.upstream_path;
         if (!query.empty()) {
@@ -520,6 +589,27 @@ class ProxyExchange {
             finish_response(res, keep_alive);
             audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
             co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
+        }
+        // An upstream that refuses an OAuth2 access token before it expired (revoked, rotated
+        // elsewhere) gets one more try with a refreshed token, when the request can be sent
+        // again: it had no body.
+        const bool replayable = !up.has_body || (up.body_size && *up.body_size == 0);
+        if (service.auth.type == AuthSpec::Type::oauth2 && transfer->head().status == 401 &&
+            replayable && refreshable && !retried_) {
+            retried_ = true;
+            transfer.reset();
+            const Status refreshed =
+                co_await ctx_.refresher.refresh(service, credential_key, credential_generation);
+            std::optional<Response> refusal;
+            if (!refreshed) {
+                refusal = http::error_response(refreshed.error());
+            } else {
+                refusal = find_credential(ctx_, call_);
+            }
+            if (refusal) {
+                co_return co_await refuse(*refusal);
+            }
+            co_return co_await forward();
         }
         latency_ms_ = elapsed_ms();
         co_return co_await relay(*transfer, head_request, client_keep_alive && body_complete,
@@ -658,6 +748,7 @@ class ProxyExchange {
     Call call_;
     SteadyClock::time_point started_;
     double latency_ms_ = 0;
+    bool retried_ = false;  // the one retry after an upstream 401 has been made
 };
 
 }  // namespace

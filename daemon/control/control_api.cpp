@@ -9,6 +9,7 @@
 
 #include "daemon/control/json_body.hpp"
 #include "daemon/hub/hub_wire.hpp"
+#include "daemon/oauth/device_flow.hpp"
 
 namespace agentgw {
 
@@ -440,6 +441,18 @@ Result<std::string> agent_id_of(const Registry& reg, const std::string& ref) {
     return agent.id;
 }
 
+// reauth_required: a refresh was refused, someone must authorise again (agentgw connect);
+// expired: the token has run out and nothing can renew it; otherwise active.
+std::string_view credential_status(const CredentialInfo& info, int64_t now) {
+    if (info.reauth_required) {
+        return "reauth_required";
+    }
+    if (info.expires_at != 0 && info.expires_at <= now && !info.refreshable) {
+        return "expired";
+    }
+    return "active";
+}
+
 json credential_json(const Registry& reg, const CredentialInfo& info, int64_t now) {
     json user = nullptr;
     json agent = nullptr;
@@ -456,7 +469,7 @@ json credential_json(const Registry& reg, const CredentialInfo& info, int64_t no
             {"agent", agent},
             {"type", info.type},
             {"expires_at", info.expires_at == 0 ? json(nullptr) : json(rfc3339(info.expires_at))},
-            {"status", info.expires_at != 0 && info.expires_at <= now ? "expired" : "active"},
+            {"status", credential_status(info, now)},
             {"updated_at", rfc3339(info.updated_at)}};
 }
 
@@ -1000,6 +1013,76 @@ void add_hub_routes(http::Router& r, ControlContext& cc) {
           }));
 }
 
+// OAuth2 device flows (RFC 8628): started here, polled by the daemon, watched by the CLI.
+void add_oauth_routes(http::Router& r, ControlContext& cc) {
+    Registry& reg = cc.registry;
+
+    r.add(verb::post, "/v1/oauth/device",
+          action_route(cc, "oauth.device_start", [&](Ctx& c) -> asio::awaitable<Result<Done>> {
+              auto body = JsonBody::parse(c.req.body(), {"service", "user", "agent"});
+              if (!body) {
+                  co_return body.error();
+              }
+              auto service_id = body->string("service");
+              auto user = body->optional_string("user");
+              auto agent = body->optional_string("agent");
+              if (!service_id) {
+                  co_return service_id.error();
+              }
+              if (!user) {
+                  co_return user.error();
+              }
+              if (!agent) {
+                  co_return agent.error();
+              }
+              if (*user && *agent) {
+                  co_return make_error(Code::invalid_argument,
+                                       "give \"user\" or \"agent\", not both");
+              }
+              const auto catalog = cc.services.current();
+              const Service* service = catalog->find(*service_id);
+              if (service == nullptr) {
+                  co_return make_error(Code::not_found,
+                                       fmt::format("no service named {}", *service_id));
+              }
+              CredentialScope scope = CredentialScope::service;
+              std::string owner_id;
+              if (*user) {
+                  auto id = user_id_of(reg, **user);
+                  if (!id) {
+                      co_return id.error();
+                  }
+                  scope = CredentialScope::user;
+                  owner_id = *id;
+              } else if (*agent) {
+                  auto id = agent_id_of(reg, **agent);
+                  if (!id) {
+                      co_return id.error();
+                  }
+                  scope = CredentialScope::agent;
+                  owner_id = *id;
+              }
+              auto flow = co_await cc.device_flows.start(*service, scope, owner_id);
+              if (!flow) {
+                  co_return flow.error();
+              }
+              const std::string flow_id = (*flow)["flow_id"];
+              co_return Done{HttpStatus::ok,
+                             *flow,
+                             "service:" + service->id,
+                             {{"flow_id", flow_id}, {"scope", scope_name(scope)}}};
+          }));
+
+    r.add(verb::get, "/v1/oauth/device/{flow}",
+          read_route([&](Ctx& c) -> asio::awaitable<Result<Done>> {
+              auto flow = cc.device_flows.get(c.param("flow"));
+              if (!flow) {
+                  co_return flow.error();
+              }
+              co_return Done{HttpStatus::ok, *flow, {}, {}};
+          }));
+}
+
 }  // namespace
 
 void add_control_routes(http::Router& router, ControlContext& ctx) {
@@ -1008,6 +1091,7 @@ void add_control_routes(http::Router& router, ControlContext& ctx) {
     add_credential_routes(router, ctx);
     add_service_status_audit_routes(router, ctx);
     add_hub_routes(router, ctx);
+    add_oauth_routes(router, ctx);
 }
 
 }  // namespace agentgw

@@ -19,6 +19,10 @@
 
 namespace agentgw {
 
+namespace oauth {
+class DeviceFlows;
+}
+
 // The services in force, replaced whole on reload. Thread-safe.
 class ServiceDirectory {
   public:
@@ -41,6 +45,7 @@ struct ControlContext {
     ServiceDirectory& services;
     Vault& vault;
     Hub& hub;
+    oauth::DeviceFlows& device_flows;
     // Daemon facts for /v1/status.
     std::function<nlohmann::json()> status;
 };

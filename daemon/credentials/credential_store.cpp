@@ -23,6 +23,15 @@ std::string record_key(std::string_view service, CredentialScope scope, std::str
     return key;
 }
 
+// The parsed tree holds copies of the secrets: clear every string before it is freed.
+void wipe_strings(json& j) {
+    for (auto& [name, value] : j.items()) {
+        if (value.is_string()) {
+            wipe(value.get_ref<std::string&>());
+        }
+    }
+}
+
 std::optional<CredentialScope> parse_scope(std::string_view name) {
     if (name == "service") {
         return CredentialScope::service;
@@ -36,18 +45,55 @@ std::optional<CredentialScope> parse_scope(std::string_view name) {
     return std::nullopt;
 }
 
-Result<CredentialInfo> info_from(const SecretBytes& bytes) {
-    const json j = json::parse(as_view(bytes), nullptr, false);
+// Whether the proxy can get a new access token for it without the operator.
+bool refreshable(const json& j) {
+    const std::string type = j.value("type", "");
+    return type == "client_secret" || (type == "oauth2" && j.contains("refresh_token"));
+}
+
+Result<CredentialInfo> info_from(std::string_view key, const SecretBytes& bytes) {
+    json j = json::parse(as_view(bytes), nullptr, false);
     const auto scope = j.is_object() ? parse_scope(j.value("scope", "")) : std::nullopt;
     if (!scope) {
         return make_error(Code::corrupt, "a stored credential is malformed");
     }
-    return CredentialInfo{j.value("service", ""),
-                          *scope,
-                          j.value("owner_id", ""),
-                          j.value("type", ""),
-                          j.value("expires_at", int64_t{0}),
-                          j.value("updated_at", int64_t{0})};
+    CredentialInfo info{j.value("service", ""),
+                        *scope,
+                        j.value("owner_id", ""),
+                        j.value("type", ""),
+                        j.value("expires_at", int64_t{0}),
+                        j.value("updated_at", int64_t{0}),
+                        refreshable(j),
+                        j.value("status", "") == "reauth_required",
+                        std::string(key)};
+    wipe_strings(j);
+    return info;
+}
+
+// The record under `key` inside `txn`, checked against the generation the caller read.
+Result<json> record_at(const ReadTxn& txn, const std::string& key, uint64_t generation) {
+    TRY_ASSIGN(auto bytes, txn.get(Table::credentials, key));
+    if (!bytes) {
+        return make_error(Code::conflict, "the credential was removed meanwhile");
+    }
+    json j = json::parse(as_view(*bytes), nullptr, false);
+    if (!j.is_object()) {
+        return make_error(Code::corrupt, "a stored credential is malformed");
+    }
+    if (j.value("generation", uint64_t{0}) != generation) {
+        wipe_strings(j);
+        return make_error(Code::conflict, "the credential changed meanwhile");
+    }
+    return j;
+}
+
+// Seals `j` into `key` and wipes the secrets it held.
+Status put_record(WriteTxn& txn, const std::string& key, json& j) {
+    std::string text = j.dump();
+    wipe_strings(j);
+    const Status s = txn.put(Table::credentials, key, text);
+    wipe(text);
+    return s;
 }
 
 }  // namespace
@@ -75,7 +121,15 @@ CredentialInput::~CredentialInput() {
 boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const CredentialInput& in) {
     const int64_t now = clock_.now_secs();
     CredentialInfo info{
-        in.service, in.scope, in.owner_id, in.type, in.expires_in ? now + *in.expires_in : 0, now};
+        in.service,
+        in.scope,
+        in.owner_id,
+        in.type,
+        in.expires_in ? now + *in.expires_in : 0,
+        now,
+        in.type == "client_secret" || (in.type == "oauth2" && !in.refresh_token.empty()),
+        false,
+        record_key(in.service, in.scope, in.owner_id)};
     json record = {{"service", in.service},         {"scope", scope_name(in.scope)},
                    {"owner_id", in.owner_id},       {"type", in.type},
                    {"expires_at", info.expires_at}, {"updated_at", now}};
@@ -109,7 +163,21 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
                                                                scope_name(in.scope)));
             }
         }
-        return txn.put(Table::credentials, key, sealed_input);
+        // A new generation, so that a refresh of the record this one replaces cannot land on it;
+        // a first one is random, so a record deleted and created again does not repeat it.
+        uint64_t generation = 0;
+        randombytes_buf(&generation, sizeof generation);
+        TRY_ASSIGN(auto previous, txn.get(Table::credentials, key));
+        if (previous) {
+            json old = json::parse(as_view(*previous), nullptr, false);
+            generation = old.is_object() ? old.value("generation", uint64_t{0}) + 1 : 0;
+            if (old.is_object()) {
+                wipe_strings(old);
+            }
+        }
+        json j = json::parse(sealed_input);
+        j["generation"] = generation;
+        return put_record(txn, key, j);
     };
     const Status s = co_await async_write(vault_, write);
     wipe(sealed_input);
@@ -123,8 +191,8 @@ Result<std::vector<CredentialInfo>> CredentialStore::list() const {
     std::vector<CredentialInfo> out;
     Status inner;
     TRY(vault_.read([&](const ReadTxn& txn) {
-        return txn.scan(Table::credentials, "", [&](std::string_view, SecretBytes value) {
-            auto info = info_from(value);
+        return txn.scan(Table::credentials, "", [&](std::string_view key, SecretBytes value) {
+            auto info = info_from(key, value);
             if (!info) {
                 inner = std::move(info).error();
                 return false;
@@ -166,6 +234,10 @@ Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
             out->scope = scope;
             out->type = j.value("type", "");
             out->expires_at = j.value("expires_at", int64_t{0});
+            out->key = record_key(service, scope, owner);
+            out->generation = j.value("generation", uint64_t{0});
+            out->refreshable = refreshable(j);
+            out->reauth_required = j.value("status", "") == "reauth_required";
             for (auto& [name, field] :
                  {std::pair<const char*, std::string*>{"secret", &out->secret},
                   {"username", &out->username},
@@ -175,12 +247,7 @@ Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
                     *field = it->get<std::string>();
                 }
             }
-            // The parsed tree held copies of the secrets too.
-            for (auto& [name, value] : j.items()) {
-                if (value.is_string()) {
-                    wipe(value.get_ref<std::string&>());
-                }
-            }
+            wipe_strings(j);
             return {};
         }
         return {};
@@ -203,10 +270,84 @@ boost::asio::awaitable<Status> CredentialStore::remove(const std::string& servic
     co_return co_await async_write(vault_, write);
 }
 
+OAuthTokens::~OAuthTokens() {
+    wipe(access_token);
+    wipe(refresh_token);
+    wipe(client_secret);
+}
+
+RefreshedTokens::~RefreshedTokens() {
+    wipe(access_token);
+    wipe(refresh_token);
+}
+
+Result<std::optional<std::unique_ptr<OAuthTokens>>> CredentialStore::load_tokens(
+    std::string_view key) const {
+    std::optional<std::unique_ptr<OAuthTokens>> out;
+    TRY(vault_.read([&](const ReadTxn& txn) -> Status {
+        TRY_ASSIGN(auto bytes, txn.get(Table::credentials, key));
+        if (!bytes) {
+            return {};
+        }
+        json j = json::parse(as_view(*bytes), nullptr, false);
+        if (!j.is_object()) {
+            return make_error(Code::corrupt, "a stored credential is malformed");
+        }
+        auto t = std::make_unique<OAuthTokens>();
+        t->key = std::string(key);
+        t->service = j.value("service", "");
+        t->type = j.value("type", "");
+        t->access_token = j.value("access_token", "");
+        t->refresh_token = j.value("refresh_token", "");
+        t->client_secret = t->type == "client_secret" ? j.value("secret", "") : "";
+        t->expires_at = j.value("expires_at", int64_t{0});
+        t->lifetime = j.value("lifetime", int64_t{0});
+        t->generation = j.value("generation", uint64_t{0});
+        t->reauth_required = j.value("status", "") == "reauth_required";
+        wipe_strings(j);
+        out = std::move(t);
+        return {};
+    }));
+    return out;
+}
+
+boost::asio::awaitable<Status> CredentialStore::store_tokens(const std::string& key,
+                                                             uint64_t generation,
+                                                             const RefreshedTokens& tokens) {
+    const int64_t now = clock_.now_secs();
+    const Vault::WriteFn write = [&](WriteTxn& txn) -> Status {
+        TRY_ASSIGN(json j, record_at(txn, key, generation));
+        j["access_token"] = tokens.access_token;
+        if (!tokens.refresh_token.empty()) {
+            j["refresh_token"] = tokens.refresh_token;  // rotated; else the old one stays
+        }
+        j["expires_at"] = tokens.expires_in > 0 ? now + tokens.expires_in : 0;
+        j["lifetime"] = tokens.expires_in;
+        j["generation"] = generation + 1;
+        j["updated_at"] = now;
+        j.erase("status");
+        return put_record(txn, key, j);
+    };
+    co_return co_await async_write(vault_, write);
+}
+
+boost::asio::awaitable<Status> CredentialStore::mark_reauth_required(const std::string& key,
+                                                                     uint64_t generation) {
+    const int64_t now = clock_.now_secs();
+    const Vault::WriteFn write = [&](WriteTxn& txn) -> Status {
+        TRY_ASSIGN(json j, record_at(txn, key, generation));
+        j["status"] = "reauth_required";
+        j["generation"] = generation + 1;
+        j["updated_at"] = now;
+        return put_record(txn, key, j);
+    };
+    co_return co_await async_write(vault_, write);
+}
+
 Status CredentialStore::remove_owned(WriteTxn& txn, const std::string& owner_id) {
     std::vector<std::string> doomed;
     TRY(txn.scan(Table::credentials, "", [&](std::string_view key, SecretBytes value) {
-        auto info = info_from(value);
+        auto info = info_from(key, value);
         if (info && info->scope != CredentialScope::service && info->owner_id == owner_id) {
             doomed.emplace_back(key);
         }

@@ -41,6 +41,9 @@ struct CredentialInfo {
     std::string type;
     int64_t expires_at = 0;  // 0: does not expire
     int64_t updated_at = 0;
+    bool refreshable = false;      // holds a refresh token, or is a client secret
+    bool reauth_required = false;  // a refresh was refused (invalid_grant): connect again
+    std::string key;               // the record's key, for the refresher
 };
 
 // A stored credential opened for injection. Its secret fields are wiped when it is destroyed.
@@ -52,11 +55,42 @@ struct ResolvedCredential {
     std::string password;
     std::string access_token;
     int64_t expires_at = 0;
+    std::string key;          // the record's key
+    uint64_t generation = 0;  // bumped by every refresh
+    bool refreshable = false;
+    bool reauth_required = false;
 
     ResolvedCredential() = default;
     ResolvedCredential(const ResolvedCredential&) = delete;
     ResolvedCredential& operator=(const ResolvedCredential&) = delete;
     ~ResolvedCredential();
+};
+
+// An OAuth2 credential's tokens as the refresher needs them. Wiped when destroyed.
+struct OAuthTokens {
+    std::string key;
+    std::string service;
+    std::string type;  // "oauth2" or "client_secret"
+    std::string access_token;
+    std::string refresh_token;
+    std::string client_secret;
+    int64_t expires_at = 0;
+    int64_t lifetime = 0;  // the last refresh's expires_in; 0: unknown
+    uint64_t generation = 0;
+    bool reauth_required = false;
+
+    OAuthTokens() = default;
+    OAuthTokens(const OAuthTokens&) = delete;
+    OAuthTokens& operator=(const OAuthTokens&) = delete;
+    ~OAuthTokens();
+};
+
+// A token endpoint's answer, to be stored. An empty refresh_token keeps the stored one.
+struct RefreshedTokens {
+    std::string access_token;
+    std::string refresh_token;
+    int64_t expires_in = 0;  // 0: the answer gave no lifetime
+    ~RefreshedTokens();
 };
 
 class CredentialStore {
@@ -74,6 +108,16 @@ class CredentialStore {
     // Code::not_found when there is no such credential.
     boost::asio::awaitable<Status> remove(const std::string& service, CredentialScope scope,
                                           const std::string& owner_id);
+    // The tokens of the credential stored under `key`; std::nullopt when it is gone.
+    Result<std::optional<std::unique_ptr<OAuthTokens>>> load_tokens(std::string_view key) const;
+    // Stores refreshed tokens in one durable write, bumping the generation. Code::conflict
+    // when the credential changed since `generation` was read (replaced or refreshed).
+    boost::asio::awaitable<Status> store_tokens(const std::string& key, uint64_t generation,
+                                                const RefreshedTokens& tokens);
+    // Marks the credential as needing re-authorisation (its refresh was refused).
+    boost::asio::awaitable<Status> mark_reauth_required(const std::string& key,
+                                                        uint64_t generation);
+
     // Removes every credential owned by `owner_id` (a deleted user or agent) inside `txn`.
     static Status remove_owned(WriteTxn& txn, const std::string& owner_id);
 

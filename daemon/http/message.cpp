@@ -30,6 +30,7 @@ Response error_response(const Error& error) {
         /* unauthenticated   */ {HttpStatus::unauthorized, "unauthorized"},
         /* exhausted         */ {HttpStatus::payload_too_large, "payload_too_large"},
         /* unavailable       */ {HttpStatus::service_unavailable, "unavailable"},
+        /* upstream          */ {HttpStatus::bad_gateway, "upstream_error"},
         /* io_error          */ {HttpStatus::internal_server_error, "internal_error"},
         /* corrupt           */ {HttpStatus::internal_server_error, "internal_error"},
         /* internal          */ {HttpStatus::internal_server_error, "internal_error"},

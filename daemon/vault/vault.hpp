@@ -45,8 +45,9 @@ enum class Table : uint8_t {
     blob_expiry,  // be64(expiry ms) | blob key -> {publisher id, data size}
     audit,        // be64(sequence) -> audit entry
     blob_usage,   // agent id -> that agent's live hub blobs and bytes (for the quotas)
+    device_flows,  // flow id -> an OAuth2 device authorization in progress or just finished
 };
-inline constexpr size_t k_table_count = 11;
+inline constexpr size_t k_table_count = 12;
 std::string_view table_name(Table table) noexcept;
 
 struct VaultOptions {

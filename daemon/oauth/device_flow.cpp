@@ -1,0 +1,422 @@
+#include "daemon/oauth/device_flow.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/crypto/secure_buffer.hpp"
+#include "daemon/oauth/token_endpoint.hpp"
+#include "daemon/vault/async_write.hpp"
+
+namespace agentgw::oauth {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view k_device_grant = "urn:ietf:params:oauth:grant-type:device_code";
+constexpr int64_t k_default_interval = 5;         // RFC 8628 §3.2
+constexpr int64_t k_default_expires_in = 900;     // when the server names none
+constexpr int64_t k_keep_finished_ms = 3600'000;  // finished flows stay visible this long
+
+void wipe_strings(json& j) {
+    for (auto& [name, value] : j.items()) {
+        if (value.is_string()) {
+            wipe(value.get_ref<std::string&>());
+        }
+    }
+}
+
+// A positive integer member; some servers send numbers as strings.
+int64_t positive_int(const json& body, const char* name, int64_t fallback) {
+    const auto it = body.find(name);
+    if (it != body.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
+        return it->get<int64_t>();
+    }
+    if (it != body.end() && it->is_string()) {
+        try {
+            const int64_t n = std::stoll(it->get<std::string>());
+            return n > 0 ? n : fallback;
+        } catch (const std::exception&) {
+            return fallback;
+        }
+    }
+    return fallback;
+}
+
+std::string string_of(const json& body, const char* name) {
+    const auto it = body.find(name);
+    return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+json flow_json(const json& r) {
+    return {{"flow_id", r.value("id", "")},
+            {"service", r.value("service", "")},
+            {"scope", r.value("scope", "")},
+            {"owner_id", r.value("owner_id", "")},
+            {"status", r.value("status", "")},
+            {"message", r.value("message", "")},
+            {"verification_uri", r.value("verification_uri", "")},
+            {"verification_uri_complete", r.value("verification_uri_complete", "")},
+            {"user_code", r.value("user_code", "")},
+            {"expires_at", rfc3339(r.value("expires_ms", int64_t{0}) / 1000)},
+            {"interval", r.value("interval", k_default_interval)}};
+}
+
+Result<json> read_flow(const ReadTxn& txn, std::string_view id) {
+    TRY_ASSIGN(auto bytes, txn.get(Table::device_flows, id));
+    if (!bytes) {
+        return make_error(Code::not_found, fmt::format("no device flow {}", id));
+    }
+    json r = json::parse(as_view(*bytes), nullptr, false);
+    if (!r.is_object()) {
+        return make_error(Code::corrupt, "a stored device flow is malformed");
+    }
+    return r;
+}
+
+Status put_flow(WriteTxn& txn, const std::string& id, json& r) {
+    std::string text = r.dump();
+    const Status s = txn.put(Table::device_flows, id, text);
+    wipe(text);
+    return s;
+}
+
+std::optional<CredentialScope> scope_from(std::string_view name) {
+    if (name == "service") {
+        return CredentialScope::service;
+    }
+    if (name == "user") {
+        return CredentialScope::user;
+    }
+    if (name == "agent") {
+        return CredentialScope::agent;
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+struct DeviceFlows::Poller {
+    Poller(std::string id, asio::io_context& ioc) : id(std::move(id)), timer(ioc) {}
+    std::string id;
+    asio::steady_timer timer;
+    bool stopped = false;
+};
+
+DeviceFlows::DeviceFlows(asio::io_context& ioc, upstream::UpstreamClient& client, Vault& vault,
+                         CredentialStore& credentials, AuditLog& audit, ServiceDirectory& services,
+                         const Clock& clock)
+    : ioc_(ioc),
+      client_(client),
+      vault_(vault),
+      credentials_(credentials),
+      audit_(audit),
+      services_(services),
+      clock_(clock) {}
+
+asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, CredentialScope scope,
+                                                 const std::string& owner_ref) {
+    const Service service = service_ref;
+    const std::string owner_id = owner_ref;
+    if (service.auth.type != AuthSpec::Type::oauth2 ||
+        service.auth.grant != AuthSpec::Grant::refresh_token ||
+        service.auth.device_authorization_url.empty()) {
+        co_return make_error(Code::invalid_argument,
+                             fmt::format("service {} has no device flow (it needs oauth2 with "
+                                         "grant refresh_token and a device_authorization_url)",
+                                         service.id));
+    }
+    Form form;
+    form.add("client_id", service.auth.client_id);
+    std::string scopes;
+    for (const auto& s : service.auth.scopes) {
+        scopes += (scopes.empty() ? "" : " ") + s;
+    }
+    if (!scopes.empty()) {
+        form.add("scope", scopes);
+    }
+    bool retryable = false;
+    auto reply = co_await post_form(client_, service, service.auth.device_authorization_url, form,
+                                    &retryable);
+    if (!reply) {
+        co_return make_error(Code::upstream,
+                             fmt::format("device authorization failed: {}", reply.error().message));
+    }
+    if (!error_code(*reply).empty() || reply->status / 100 != 2) {
+        co_return make_error(Code::upstream, fmt::format("device authorization failed: {}",
+                                                         error_code(*reply).empty()
+                                                             ? fmt::format("HTTP {}", reply->status)
+                                                             : error_text(*reply)));
+    }
+    const json& b = reply->body;
+    std::string uri = string_of(b, "verification_uri");
+    if (uri.empty()) {
+        uri = string_of(b, "verification_url");  // an older spelling some servers still use
+    }
+    if (string_of(b, "device_code").empty() || string_of(b, "user_code").empty() || uri.empty()) {
+        co_return make_error(Code::upstream,
+                             "device authorization failed: the answer lacks device_code, "
+                             "user_code or verification_uri");
+    }
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof raw);
+    std::string id(2 * sizeof raw + 1, '\0');
+    sodium_bin2hex(id.data(), id.size(), raw, sizeof raw);
+    id.pop_back();
+    const int64_t now = clock_.now_ms();
+    auto record = std::make_shared<json>(
+        json{{"id", id},
+             {"service", service.id},
+             {"scope", scope_name(scope)},
+             {"owner_id", owner_id},
+             {"device_code", string_of(b, "device_code")},
+             {"user_code", string_of(b, "user_code")},
+             {"verification_uri", uri},
+             {"verification_uri_complete", string_of(b, "verification_uri_complete")},
+             {"expires_ms", now + 1000 * positive_int(b, "expires_in", k_default_expires_in)},
+             {"interval", positive_int(b, "interval", k_default_interval)},
+             {"status", "pending"},
+             {"message", "waiting for the user to approve"},
+             {"created_ms", now}});
+    const Vault::WriteFn write = [record, id](WriteTxn& txn) -> Status {
+        return put_flow(txn, id, *record);
+    };
+    const Status stored = co_await async_write(vault_, write);
+    json shown = flow_json(*record);
+    wipe_strings(*record);
+    if (!stored) {
+        co_return stored.error();
+    }
+    spawn(id);
+    co_return shown;
+}
+
+Result<json> DeviceFlows::get(const std::string& id) const {
+    json out;
+    TRY(vault_.read([&](const ReadTxn& txn) -> Status {
+        TRY_ASSIGN(json r, read_flow(txn, id));
+        out = flow_json(r);
+        wipe_strings(r);
+        return {};
+    }));
+    return out;
+}
+
+void DeviceFlows::resume() {
+    std::vector<std::string> pending;
+    std::vector<std::string> old;
+    const int64_t now = clock_.now_ms();
+    const Status read = vault_.read([&](const ReadTxn& txn) {
+        return txn.scan(Table::device_flows, "", [&](std::string_view key, SecretBytes value) {
+            json r = json::parse(as_view(value), nullptr, false);
+            if (r.is_object() && r.value("status", "") == "pending") {
+                pending.emplace_back(key);
+            } else if (!r.is_object() ||
+                       r.value("created_ms", int64_t{0}) + k_keep_finished_ms < now) {
+                old.emplace_back(key);
+            }
+            if (r.is_object()) {
+                wipe_strings(r);
+            }
+            return true;
+        });
+    });
+    if (!read) {
+        spdlog::error("device flows: {}", read.error().message);
+        return;
+    }
+    if (!old.empty()) {
+        vault_.submit(
+            [old](WriteTxn& txn) -> Status {
+                for (const auto& id : old) {
+                    TRY(txn.erase(Table::device_flows, id));
+                }
+                return {};
+            },
+            [](const Status&) {});
+    }
+    for (const auto& id : pending) {
+        spawn(id);
+    }
+}
+
+void DeviceFlows::stop() {
+    stopped_ = true;
+    for (auto& [id, poller] : pollers_) {
+        poller->stopped = true;
+        poller->timer.cancel();
+    }
+}
+
+void DeviceFlows::spawn(const std::string& id) {
+    if (stopped_ || pollers_.contains(id)) {
+        return;
+    }
+    auto poller = std::make_shared<Poller>(id, ioc_);
+    pollers_.emplace(id, poller);
+    asio::co_spawn(
+        ioc_,
+        [this, poller]() -> asio::awaitable<void> {
+            co_await poll(poller);
+            pollers_.erase(poller->id);
+        },
+        asio::detached);
+}
+
+asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_ref) {
+    const std::shared_ptr<Poller> poller = poller_ref;
+    const std::string id = poller->id;
+    // Changes the stored flow; `finish` ends it with a status and a message.
+    auto update = [this, id](std::function<void(json&)> change) -> asio::awaitable<Status> {
+        const Vault::WriteFn write = [id, change](WriteTxn& txn) -> Status {
+            TRY_ASSIGN(json r, read_flow(txn, id));
+            change(r);
+            const Status s = put_flow(txn, id, r);
+            wipe_strings(r);
+            return s;
+        };
+        co_return co_await async_write(vault_, write);
+    };
+    auto finish = [&](const std::string& status,
+                      const std::string& message) -> asio::awaitable<void> {
+        const std::function<void(json&)> change = [status, message](json& r) {
+            r["status"] = status;
+            r["message"] = message;
+            if (r.contains("device_code")) {
+                wipe(r["device_code"].get_ref<std::string&>());
+                r.erase("device_code");
+            }
+        };
+        const Status s = co_await update(change);
+        if (!s) {
+            spdlog::error("device flow {}: {}", id, s.error().message);
+        }
+    };
+
+    for (;;) {
+        auto current = get(id);  // what the user sees, without the device code
+        if (!current || (*current)["status"] != "pending") {
+            co_return;
+        }
+        poller->timer.expires_after(std::chrono::seconds((*current)["interval"].get<int64_t>()));
+        co_await poller->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (poller->stopped) {
+            co_return;
+        }
+
+        std::string service_id;
+        std::string scope;
+        std::string owner_id;
+        Form form;
+        int64_t expires_ms = 0;
+        int64_t interval = k_default_interval;
+        const Status read = vault_.read([&](const ReadTxn& txn) -> Status {
+            TRY_ASSIGN(json r, read_flow(txn, id));
+            service_id = r.value("service", "");
+            scope = r.value("scope", "");
+            owner_id = r.value("owner_id", "");
+            expires_ms = r.value("expires_ms", int64_t{0});
+            interval = r.value("interval", k_default_interval);
+            form.add("grant_type", std::string(k_device_grant));
+            form.add("device_code", r.value("device_code", ""));
+            wipe_strings(r);
+            return {};
+        });
+        if (!read) {
+            spdlog::error("device flow {}: {}", id, read.error().message);
+            co_return;
+        }
+        const std::string target = "service:" + service_id;
+        if (clock_.now_ms() >= expires_ms) {
+            audit_.record({"system", "oauth.connect", target, "expired", {{"flow_id", id}}});
+            co_await finish("expired", "the code expired before it was approved");
+            co_return;
+        }
+        const auto catalog = services_.current();
+        const Service* found = catalog->find(service_id);
+        if (found == nullptr || found->auth.type != AuthSpec::Type::oauth2) {
+            co_await finish("failed",
+                            fmt::format("service {} is no longer an oauth2 service", service_id));
+            co_return;
+        }
+        const Service service = *found;
+        form.add("client_id", service.auth.client_id);
+
+        bool retryable = false;
+        auto reply = co_await post_form(client_, service, service.auth.token_url, form, &retryable);
+        if (!reply) {
+            // The code stays valid: a failed poll is tried again at the next interval.
+            spdlog::warn("device flow {}: {}", id, reply.error().message);
+            continue;
+        }
+        const std::string code = error_code(*reply);
+        if (code == "authorization_pending") {
+            continue;
+        }
+        if (code == "slow_down") {
+            // Permanently 5 s slower (RFC 8628 §3.5); a server naming a longer interval wins.
+            const int64_t next = std::max(interval + 5, positive_int(reply->body, "interval", 0));
+            const std::function<void(json&)> change = [next](json& r) { r["interval"] = next; };
+            (void)co_await update(change);
+            continue;
+        }
+        if (code == "access_denied") {
+            audit_.record({"system", "oauth.connect", target, "denied", {{"flow_id", id}}});
+            co_await finish("denied", "the user denied the authorization");
+            co_return;
+        }
+        if (code == "expired_token") {
+            audit_.record({"system", "oauth.connect", target, "expired", {{"flow_id", id}}});
+            co_await finish("expired", "the code expired before it was approved");
+            co_return;
+        }
+        const std::string access = string_of(reply->body, "access_token");
+        if (!code.empty() || reply->status / 100 != 2 || access.empty()) {
+            const std::string why = !code.empty()    ? error_text(*reply)
+                                    : access.empty() ? "the answer has no access_token"
+                                                     : fmt::format("HTTP {}", reply->status);
+            audit_.record({"system", "oauth.connect", target, "upstream_error", {{"flow_id", id}}});
+            co_await finish("failed", fmt::format("the token endpoint refused: {}", why));
+            co_return;
+        }
+        CredentialInput input;
+        input.service = service.id;
+        input.scope = scope_from(scope).value_or(CredentialScope::service);
+        input.owner_id = owner_id;
+        input.type = "oauth2";
+        input.access_token = access;
+        input.refresh_token = string_of(reply->body, "refresh_token");
+        if (const int64_t in = positive_int(reply->body, "expires_in", 0); in > 0) {
+            input.expires_in = in;
+        }
+        const auto stored = co_await credentials_.set(input);
+        if (!stored) {
+            audit_.record({"system",
+                           "oauth.connect",
+                           target,
+                           "internal_error",
+                           {{"flow_id", id}, {"message", stored.error().message}}});
+            co_await finish("failed", fmt::format("the tokens could not be stored: {}",
+                                                  stored.error().message));
+            co_return;
+        }
+        audit_.record({"system",
+                       "oauth.connect",
+                       target,
+                       "ok",
+                       {{"flow_id", id}, {"scope", scope}, {"owner_id", owner_id}}});
+        co_await finish("complete", "the tokens are stored");
+        co_return;
+    }
+}
+
+}  // namespace agentgw::oauth

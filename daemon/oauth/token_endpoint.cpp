@@ -1,0 +1,127 @@
+#include "daemon/oauth/token_endpoint.hpp"
+
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+#include <fmt/format.h>
+
+#include "daemon/crypto/secure_buffer.hpp"
+
+namespace agentgw::oauth {
+
+namespace {
+
+// An authorization server's answer is a small JSON object; anything larger is refused.
+constexpr size_t k_max_answer = 256 * 1024;
+
+void wipe_json(nlohmann::json& j) {
+    if (j.is_string()) {
+        wipe(j.get_ref<std::string&>());
+    } else if (j.is_structured()) {
+        for (auto& item : j) {
+            wipe_json(item);
+        }
+    }
+}
+
+}  // namespace
+
+Form::~Form() {
+    for (auto& [name, value] : fields) {
+        wipe(value);
+    }
+}
+
+EndpointReply::~EndpointReply() {
+    wipe_json(body);
+}
+
+boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient& client,
+                                                        const Service& service,
+                                                        const std::string& url, const Form& form,
+                                                        bool* retryable) {
+    *retryable = false;
+    std::string body;
+    for (const auto& [name, value] : form.fields) {
+        if (!body.empty()) {
+            body.push_back('&');
+        }
+        body.append(boost::urls::encode(name, boost::urls::unreserved_chars));
+        body.push_back('=');
+        std::string encoded = boost::urls::encode(value, boost::urls::unreserved_chars);
+        body.append(encoded);
+        wipe(encoded);
+    }
+
+    upstream::UpstreamRequest req;
+    req.method = "POST";
+    req.url = url;
+    req.headers = {"Content-Type: application/x-www-form-urlencoded", "Accept: application/json"};
+    req.has_body = true;
+    req.body_size = body.size();
+    req.connect_timeout = std::chrono::seconds(service.connect_timeout_secs);
+    req.timeout = std::chrono::seconds(service.timeout_secs);
+    req.ca_file = service.ca_file;
+    req.allow_http = url.starts_with("http://");
+
+    auto transfer = client.start(req);
+    const bool sent = co_await transfer->send(body);
+    wipe(body);
+    transfer->finish_body();
+    auto failure = co_await transfer->wait_head();
+    if (failure) {
+        *retryable = failure->kind == upstream::Failure::Kind::connect;
+        co_return make_error(Code::upstream, fmt::format("{}: {}", url, failure->message));
+    }
+    (void)sent;  // an answer before the whole form was read is judged by its status below
+    const unsigned status = transfer->head().status;
+    std::string text;
+    std::string piece;
+    for (;;) {
+        if (auto broken = co_await transfer->read(piece)) {
+            wipe(text);
+            co_return make_error(Code::upstream, fmt::format("{}: {}", url, broken->message));
+        }
+        if (piece.empty()) {
+            break;
+        }
+        text.append(piece);
+        wipe(piece);
+        if (text.size() > k_max_answer) {
+            wipe(text);
+            co_return make_error(
+                Code::upstream,
+                fmt::format("{}: the answer is larger than {} bytes", url, k_max_answer));
+        }
+    }
+    EndpointReply reply;
+    reply.status = status;
+    reply.body = nlohmann::json::parse(text, nullptr, false);
+    wipe(text);
+    if (!reply.body.is_object()) {
+        *retryable = status >= 500 || status == 429;
+        reply.body = nlohmann::json::object();
+        co_return make_error(Code::upstream,
+                             fmt::format("{} answered HTTP {} without a JSON object", url, status));
+    }
+    if ((status >= 500 || status == 429) && error_code(reply).empty()) {
+        *retryable = true;
+        co_return make_error(Code::upstream, fmt::format("{} answered HTTP {}", url, status));
+    }
+    co_return std::move(reply);
+}
+
+std::string error_code(const EndpointReply& reply) {
+    const auto it = reply.body.find("error");
+    return it != reply.body.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string error_text(const EndpointReply& reply) {
+    std::string text = error_code(reply);
+    const auto it = reply.body.find("error_description");
+    if (it != reply.body.end() && it->is_string()) {
+        text += ": " + it->get<std::string>().substr(0, 200);
+    }
+    return text;
+}
+
+}  // namespace agentgw::oauth
