@@ -57,7 +57,7 @@ _agentgw() {
             if [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W '--socket --json --version --help -h' -- "$cur"))
             else
-                COMPREPLY=($(compgen -W 'status user agent service credential publish retrieve audit' -- "$cur"))
+                COMPREPLY=($(compgen -W 'status user agent service credential connect publish retrieve audit' -- "$cur"))
             fi
             return
             ;;
@@ -84,6 +84,9 @@ _agentgw() {
                 set) opts='--user --agent --type' ;;
                 rm) opts='--user --agent' ;;
             esac
+            ;;
+        connect)
+            opts='--user --agent'
             ;;
         publish)
             opts='--as --name --ttl --once --to'

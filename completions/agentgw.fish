@@ -61,6 +61,7 @@ complete -c agentgw -n __agentgw_needs_command -a user -d 'Add, list, show and r
 complete -c agentgw -n __agentgw_needs_command -a agent -d 'Create and manage agents and their grants'
 complete -c agentgw -n __agentgw_needs_command -a service -d 'List, show and reload services'
 complete -c agentgw -n __agentgw_needs_command -a credential -d 'Store, list and remove credentials'
+complete -c agentgw -n __agentgw_needs_command -a connect -d 'Authorise an OAuth2 service with the device flow'
 complete -c agentgw -n __agentgw_needs_command -a publish -d 'Publish data from stdin for other agents'
 complete -c agentgw -n __agentgw_needs_command -a retrieve -d 'Retrieve published data by its token'
 complete -c agentgw -n __agentgw_needs_command -a audit -d 'Show, follow or verify the audit log'
@@ -106,6 +107,10 @@ complete -c agentgw -n '__agentgw_needs_subcommand credential' -a rm -d 'Remove 
 complete -c agentgw -n '__agentgw_using_subcommand credential set rm' -l user -x -d 'The credential of this user'
 complete -c agentgw -n '__agentgw_using_subcommand credential set rm' -l agent -x -d 'The credential of this agent'
 complete -c agentgw -n '__agentgw_using_subcommand credential set' -l type -x -a 'api_key basic oauth2 client_secret' -d 'Credential type'
+
+# connect SERVICE: the daemon runs the device flow and stores the tokens
+complete -c agentgw -n '__agentgw_using_command connect' -l user -x -d 'Store the tokens for this user'
+complete -c agentgw -n '__agentgw_using_command connect' -l agent -x -d 'Store the tokens for this agent'
 
 # publish: the data comes from stdin
 complete -c agentgw -n '__agentgw_using_command publish' -l as -x -d 'The publishing agent (name or id)'
