@@ -117,10 +117,10 @@ boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer
         for (const auto& segment : matches.front().route->segments) {
             pattern += "/" + segment;
         }
-        Response res = error_response(
-            HttpStatus::method_not_allowed, "method_not_allowed",
-            fmt::format("{} does not accept {}", pattern.empty() ? "/" : pattern,
-                        std::string_view(req.method_string())));
+        Response res =
+            error_response(HttpStatus::method_not_allowed, "method_not_allowed",
+                           fmt::format("{} does not accept {}", pattern.empty() ? "/" : pattern,
+                                       std::string_view(req.method_string())));
         res.set(beast_http::field::allow, allow);
         co_return res;
     }
