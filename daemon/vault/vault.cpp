@@ -17,9 +17,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view k_table_names[k_table_count] = {
-    "settings",   "users",       "user_names", "agents",      "agent_names",
-    "agent_keys", "credentials", "blobs",      "blob_expiry", "audit",
-    "blob_usage", "device_flows",
+    "settings",    "users", "user_names",  "agents", "agent_names", "agent_keys",
+    "credentials", "blobs", "blob_expiry", "audit",  "blob_usage",  "device_flows",
 };
 constexpr const char* k_meta_table = "meta";
 constexpr std::string_view k_envelope_key = "key_envelope";

@@ -34,17 +34,17 @@ class Vault;
 
 // The named databases, opened once at start. Keys are never secret; values are sealed.
 enum class Table : uint8_t {
-    settings,     // daemon-wide settings and keys (e.g. the session signing key)
-    users,        // user id -> user record
-    user_names,   // username -> user id
-    agents,       // agent id -> agent record
-    agent_names,  // agent name -> agent id
-    agent_keys,   // lookup hash of an agent key -> agent id
-    credentials,  // service/scope key -> credential
-    blobs,        // lookup hash of a data token -> hub blob
-    blob_expiry,  // be64(expiry ms) | blob key -> {publisher id, data size}
-    audit,        // be64(sequence) -> audit entry
-    blob_usage,   // agent id -> that agent's live hub blobs and bytes (for the quotas)
+    settings,      // daemon-wide settings and keys (e.g. the session signing key)
+    users,         // user id -> user record
+    user_names,    // username -> user id
+    agents,        // agent id -> agent record
+    agent_names,   // agent name -> agent id
+    agent_keys,    // lookup hash of an agent key -> agent id
+    credentials,   // service/scope key -> credential
+    blobs,         // lookup hash of a data token -> hub blob
+    blob_expiry,   // be64(expiry ms) | blob key -> {publisher id, data size}
+    audit,         // be64(sequence) -> audit entry
+    blob_usage,    // agent id -> that agent's live hub blobs and bytes (for the quotas)
     device_flows,  // flow id -> an OAuth2 device authorization in progress or just finished
 };
 inline constexpr size_t k_table_count = 12;
