@@ -50,7 +50,7 @@ Status add_oauth2(nlohmann::json& body, const std::string& input) {
     if (!doc.is_object()) {
         return make_error(Code::invalid_argument,
                           "oauth2 input must be a JSON object with access_token and/or "
-                          "refresh_token, and optionally expires_in");
+                          "refresh_token, and optionally expires_in and scope");
     }
     for (auto& [key, value] : doc.items()) {
         if (key == "access_token" || key == "refresh_token") {
@@ -59,6 +59,12 @@ Status add_oauth2(nlohmann::json& body, const std::string& input) {
                                   fmt::format("oauth2 input: {} must be a non-empty string", key));
             }
             body[key] = std::move(value);
+        } else if (key == "scope") {
+            if (!value.is_string()) {
+                return make_error(Code::invalid_argument,
+                                  "oauth2 input: scope must be a string (space-separated scopes)");
+            }
+            body["scopes"] = value;
         } else if (key == "expires_in") {
             if (!value.is_number_integer() || value.get<int64_t>() <= 0) {
                 return make_error(Code::invalid_argument,

@@ -470,6 +470,7 @@ json credential_json(const Registry& reg, const CredentialInfo& info, int64_t no
             {"type", info.type},
             {"expires_at", info.expires_at == 0 ? json(nullptr) : json(rfc3339(info.expires_at))},
             {"status", credential_status(info, now)},
+            {"scopes", info.scopes.empty() ? json(nullptr) : json(info.scopes)},
             {"updated_at", rfc3339(info.updated_at)}};
 }
 
@@ -650,7 +651,7 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
               const std::string service = c.param("service");
               auto body = JsonBody::parse(
                   c.req.body(), {"scope", "user", "agent", "type", "secret", "username", "password",
-                                 "access_token", "refresh_token", "expires_in"});
+                                 "access_token", "refresh_token", "expires_in", "scopes"});
               if (!body) {
                   co_return body.error();
               }
@@ -714,6 +715,16 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
               }
               in.type = *type;
               in.expires_in = *expires_in;
+              auto scopes = body->optional_string("scopes");
+              if (!scopes) {
+                  co_return scopes.error();
+              }
+              if (*scopes) {
+                  if (auto s = check_text("scopes", **scopes, 1024); !s) {
+                      co_return s.error();
+                  }
+                  in.scopes = **scopes;
+              }
               // Secrets: read into the wiping input, checked for presence, never echoed.
               const std::array<std::pair<const char*, std::string*>, 5> secret_fields = {{
                   {"secret", &in.secret},
@@ -758,13 +769,14 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
               // Fields that do not belong to the type are refused rather than stored.
               const bool oauth = in.type == "oauth2";
               const bool basic = in.type == "basic";
-              const std::array<std::pair<const char*, bool>, 6> misplaced = {{
+              const std::array<std::pair<const char*, bool>, 7> misplaced = {{
                   {"secret", !in.secret.empty() && (oauth || basic)},
                   {"username", !in.username.empty() && !basic},
                   {"password", !in.password.empty() && !basic},
                   {"access_token", !in.access_token.empty() && !oauth},
                   {"refresh_token", !in.refresh_token.empty() && !oauth},
                   {"expires_in", in.expires_in.has_value() && !oauth},
+                  {"scopes", !in.scopes.empty() && !oauth},
               }};
               for (const auto& [field, wrong] : misplaced) {
                   if (wrong && shape) {

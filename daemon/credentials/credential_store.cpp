@@ -65,7 +65,8 @@ Result<CredentialInfo> info_from(std::string_view key, const SecretBytes& bytes)
                         j.value("updated_at", int64_t{0}),
                         refreshable(j),
                         j.value("status", "") == "reauth_required",
-                        std::string(key)};
+                        std::string(key),
+                        j.value("scopes", "")};
     wipe_strings(j);
     return info;
 }
@@ -129,7 +130,8 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
         now,
         in.type == "client_secret" || (in.type == "oauth2" && !in.refresh_token.empty()),
         false,
-        record_key(in.service, in.scope, in.owner_id)};
+        record_key(in.service, in.scope, in.owner_id),
+        in.scopes};
     json record = {{"service", in.service},         {"scope", scope_name(in.scope)},
                    {"owner_id", in.owner_id},       {"type", in.type},
                    {"expires_at", info.expires_at}, {"updated_at", now}};
@@ -142,6 +144,9 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
         if (!value->empty()) {
             record[name] = *value;
         }
+    }
+    if (!in.scopes.empty()) {
+        record["scopes"] = in.scopes;
     }
     std::string sealed_input = record.dump();
     // The JSON tree held copies of the secrets; clear them before it is freed.
@@ -320,6 +325,9 @@ boost::asio::awaitable<Status> CredentialStore::store_tokens(const std::string& 
         j["access_token"] = tokens.access_token;
         if (!tokens.refresh_token.empty()) {
             j["refresh_token"] = tokens.refresh_token;  // rotated; else the old one stays
+        }
+        if (!tokens.scopes.empty()) {
+            j["scopes"] = tokens.scopes;
         }
         j["expires_at"] = tokens.expires_in > 0 ? now + tokens.expires_in : 0;
         j["lifetime"] = tokens.expires_in;

@@ -31,6 +31,7 @@ struct CredentialInput {
     std::string access_token;
     std::string refresh_token;
     std::optional<int64_t> expires_in;
+    std::string scopes;  // oauth2: the scopes granted, space-separated (not a secret)
     ~CredentialInput();  // wipes the secret fields
 };
 
@@ -44,6 +45,7 @@ struct CredentialInfo {
     bool refreshable = false;      // holds a refresh token, or is a client secret
     bool reauth_required = false;  // a refresh was refused (invalid_grant): connect again
     std::string key;               // the record's key, for the refresher
+    std::string scopes;            // oauth2: the scopes granted, space-separated
 };
 
 // A stored credential opened for injection. Its secret fields are wiped when it is destroyed.
@@ -89,6 +91,7 @@ struct OAuthTokens {
 struct RefreshedTokens {
     std::string access_token;
     std::string refresh_token;
+    std::string scopes;      // the answer's "scope"; empty keeps the stored scopes
     int64_t expires_in = 0;  // 0: the answer gave no lifetime
     ~RefreshedTokens();
 };

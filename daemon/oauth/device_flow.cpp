@@ -395,6 +395,12 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         input.type = "oauth2";
         input.access_token = access;
         input.refresh_token = string_of(reply->body, "refresh_token");
+        input.scopes = string_of(reply->body, "scope");
+        if (input.scopes.empty()) {  // RFC 6749 §5.1: absent means as requested
+            for (const auto& s : service.auth.scopes) {
+                input.scopes += (input.scopes.empty() ? "" : " ") + s;
+            }
+        }
         if (const int64_t in = positive_int(reply->body, "expires_in", 0); in > 0) {
             input.expires_in = in;
         }

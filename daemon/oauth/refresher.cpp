@@ -220,6 +220,10 @@ asio::awaitable<Status> TokenRefresher::run(const Service& service, const std::s
         fresh.refresh_token = rt->get<std::string>();
     }
     fresh.expires_in = expires_in_of(reply->body);
+    if (const auto scope = reply->body.find("scope");
+        scope != reply->body.end() && scope->is_string()) {
+        fresh.scopes = scope->get<std::string>();
+    }
     const Status stored = co_await credentials_.store_tokens(key, generation, fresh);
     if (!stored && stored.error().code != Code::conflict) {
         co_return fail("failure", refresh_failed(stored.error().message));

@@ -668,6 +668,9 @@ TEST_CASE("agentgw connect runs the device flow against a real server", "[oauth]
         CHECK(cred.at("scope") == "user");
         CHECK(cred.at("user") == "alice");
         CHECK(cred.at("status") == "active");
+        // The scopes the server granted are stored with the tokens.
+        REQUIRE(cred.at("scopes").is_string());
+        CHECK(contains(cred.at("scopes").get<std::string>(), "openid"));
         CHECK(oidc.token_ok(k_device_code_grant) == 1);
 
         const HttpReply me = g.call("GET", "/api/oidc/me");
