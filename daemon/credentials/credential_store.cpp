@@ -32,19 +32,6 @@ void wipe_strings(json& j) {
     }
 }
 
-std::optional<CredentialScope> parse_scope(std::string_view name) {
-    if (name == "service") {
-        return CredentialScope::service;
-    }
-    if (name == "user") {
-        return CredentialScope::user;
-    }
-    if (name == "agent") {
-        return CredentialScope::agent;
-    }
-    return std::nullopt;
-}
-
 // Whether the proxy can get a new access token for it without the operator.
 bool refreshable(const json& j) {
     const std::string type = j.value("type", "");
@@ -98,6 +85,19 @@ Status put_record(WriteTxn& txn, const std::string& key, json& j) {
 }
 
 }  // namespace
+
+std::optional<CredentialScope> parse_scope(std::string_view name) noexcept {
+    if (name == "service") {
+        return CredentialScope::service;
+    }
+    if (name == "user") {
+        return CredentialScope::user;
+    }
+    if (name == "agent") {
+        return CredentialScope::agent;
+    }
+    return std::nullopt;
+}
 
 std::string_view scope_name(CredentialScope scope) noexcept {
     switch (scope) {

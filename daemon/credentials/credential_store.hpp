@@ -19,6 +19,8 @@ namespace agentgw {
 
 enum class CredentialScope { service, user, agent };
 std::string_view scope_name(CredentialScope scope) noexcept;
+// The inverse of scope_name; std::nullopt for any other text.
+std::optional<CredentialScope> parse_scope(std::string_view name) noexcept;
 
 struct CredentialInput {
     std::string service;

@@ -90,19 +90,6 @@ Status put_flow(WriteTxn& txn, const std::string& id, json& r) {
     return s;
 }
 
-std::optional<CredentialScope> scope_from(std::string_view name) {
-    if (name == "service") {
-        return CredentialScope::service;
-    }
-    if (name == "user") {
-        return CredentialScope::user;
-    }
-    if (name == "agent") {
-        return CredentialScope::agent;
-    }
-    return std::nullopt;
-}
-
 }  // namespace
 
 struct DeviceFlows::Poller {
@@ -390,7 +377,7 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         }
         CredentialInput input;
         input.service = service.id;
-        input.scope = scope_from(scope).value_or(CredentialScope::service);
+        input.scope = parse_scope(scope).value_or(CredentialScope::service);
         input.owner_id = owner_id;
         input.type = "oauth2";
         input.access_token = access;
