@@ -7,6 +7,7 @@
 
 #include "cli/commands/commands.hpp"
 #include "cli/exit_codes.hpp"
+#include "cli/spec.hpp"
 #include "common/paths.hpp"
 #include "common/version.hpp"
 
@@ -37,7 +38,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
 
     CLI::App app{"agentgw - manage the agentgw credential gateway", "agentgw"};
     app.set_version_flag("--version", k_version);
-    app.add_option("--socket", ctx.socket_path, "Control socket of agentgwd")
+    names_file(app.add_option("--socket", ctx.socket_path, "Control socket of agentgwd"))
         ->envname("AGENTGW_SOCKET");
     app.add_flag("--json", ctx.json, "Print exactly one JSON document");
     app.require_subcommand(1);
@@ -51,12 +52,19 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     for (const auto& command : k_commands) {
         command.registrar(app, ctx, chosen);
     }
+    // The command tree as JSON, for scripts/gen-completions; hidden (group "") from --help and
+    // from its own output. It needs no daemon, so it is answered before the socket is resolved.
+    auto* spec = app.add_subcommand("__spec", "Print the command tree as JSON")->group("");
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e, out, err);
         return code == 0 ? k_exit_ok : k_exit_usage;
+    }
+    if (spec->parsed()) {
+        out << describe(app).dump(2) << '\n';
+        return k_exit_ok;
     }
     if (ctx.socket_path.empty()) {
         auto path = default_socket_path();

@@ -8,6 +8,7 @@
 #include "cli/commands/commands.hpp"
 #include "cli/commands/common.hpp"
 #include "cli/output.hpp"
+#include "cli/spec.hpp"
 
 namespace agentgw::cli {
 
@@ -250,8 +251,10 @@ void add_grant_revoke(CLI::App& agent, Runner& chosen) {
                            [g](Context& ctx) { return run_grant(ctx, *g); });
     grant->add_option("AGENT", g->agent, "Agent name or id")->required();
     grant->add_option("SERVICE", g->service, "Service id")->required();
-    repeatable(grant->add_option("--method", g->methods, "Allow only this method (repeatable)"))
-        ->transform(method_token);
+    suggest(
+        repeatable(grant->add_option("--method", g->methods, "Allow only this method (repeatable)"))
+            ->transform(method_token),
+        {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"});
     repeatable(grant->add_option("--path", g->paths, "Allow only matching paths (repeatable)"));
 
     auto r = std::make_shared<GrantOptions>();

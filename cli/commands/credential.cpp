@@ -8,6 +8,7 @@
 #include "cli/commands/commands.hpp"
 #include "cli/commands/common.hpp"
 #include "cli/secret.hpp"
+#include "cli/spec.hpp"
 
 namespace agentgw::cli {
 
@@ -193,10 +194,10 @@ void register_credential(CLI::App& parent, Context&, Runner& chosen) {
     auto* credential = add_group(parent, "credential", "Store, list and remove credentials");
 
     auto set = std::make_shared<CredentialOptions>();
-    add_scoped(*credential, chosen, "set", "Store a credential read from stdin or a prompt",
-               run_set, set)
-        ->add_option("--type", set->type, "Credential type (default api_key)")
-        ->check(CLI::IsMember({"api_key", "basic", "oauth2", "client_secret"}));
+    auto* set_cmd = add_scoped(*credential, chosen, "set",
+                               "Store a credential read from stdin or a prompt", run_set, set);
+    one_of(set_cmd->add_option("--type", set->type, "Credential type (default api_key)"),
+           {"api_key", "basic", "oauth2", "client_secret"});
 
     add_leaf(*credential, chosen, "list", "List credentials (never their secrets)", run_list);
     add_scoped(*credential, chosen, "rm", "Remove a credential", run_rm,
