@@ -1,5 +1,6 @@
 #include "daemon/config.hpp"
 
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <unistd.h>
@@ -38,6 +39,7 @@ constexpr EnvOption k_env_options[] = {
     {"--audit-retention-days", "AGENTGWD_AUDIT_RETENTION_DAYS"},
     {"--hub-max-data", "AGENTGWD_HUB_MAX_DATA"},
     {"--hub-max-ttl", "AGENTGWD_HUB_MAX_TTL"},
+    {"--shutdown-timeout", "AGENTGWD_SHUTDOWN_TIMEOUT"},
     {"--hub-quota-blobs", "AGENTGWD_HUB_QUOTA_BLOBS"},
     {"--hub-quota-bytes", "AGENTGWD_HUB_QUOTA_BYTES"},
 };
@@ -87,6 +89,11 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
                    "Bytes of live hub blob data an agent may keep")
         ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
         ->capture_default_str();
+    int64_t shutdown_secs = std::chrono::duration_cast<std::chrono::seconds>(c.drain).count();
+    app.add_option("--shutdown-timeout", shutdown_secs,
+                   "Seconds requests in progress may take to finish after SIGTERM")
+        ->check(CLI::Range(int64_t{0}, int64_t{3600}))
+        ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
         ->capture_default_str();
@@ -125,6 +132,7 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
         return out;
     }
     c.log_level = *parse_log_level(log_level);
+    c.drain = std::chrono::seconds(shutdown_secs);
     if (config_option->count() > 0) {
         c.config_file = config_option->as<std::string>();
     } else if (fs::exists(k_default_config)) {

@@ -30,6 +30,7 @@ struct DaemonConfig {
     HubLimits hub;
     std::filesystem::path config_file;  // the config file read, if any
     spdlog::level::level_enum log_level = spdlog::level::info;
+    // After SIGTERM: how long requests in progress may take before they are cut off.
     std::chrono::milliseconds drain{10000};
 };
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <iostream>
 #include <unistd.h>
+#include <utility>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -35,6 +36,7 @@
 #include "daemon/identity/registry.hpp"
 #include "daemon/oauth/device_flow.hpp"
 #include "daemon/oauth/refresher.hpp"
+#include "daemon/systemd/systemd.hpp"
 #include "daemon/util/clock.hpp"
 #include "daemon/vault/key_source.hpp"
 #include "daemon/vault/vault.hpp"
@@ -122,6 +124,25 @@ fs::path services_file_for(const DaemonConfig& config) {
 }  // namespace
 
 int run_daemon(DaemonConfig config) {
+    // Taken first, so that the variables are gone and the fds marked close-on-exec whatever
+    // happens next.
+    const systemd::Notifier notifier = systemd::Notifier::from_environment();
+    auto passed = systemd::take_passed_sockets();
+    if (!passed) {
+        spdlog::error("{}", passed.error().message);
+        return 1;
+    }
+    // Whichever passed socket is not used (a failed start) is closed on the way out.
+    struct ClosePassed {
+        systemd::PassedSockets& fds;
+        ~ClosePassed() {
+            for (auto* fd : {&fds.control, &fds.proxy}) {
+                if (*fd) {
+                    ::close(**fd);
+                }
+            }
+        }
+    } close_passed{*passed};
     Status resolved = resolve_state_dir(config);
     if (resolved) {
         resolved = resolve_socket_path(config);
@@ -157,7 +178,7 @@ int run_daemon(DaemonConfig config) {
         spdlog::error("{}", s.error().message);
         return 1;
     }
-    ServiceDirectory services(services_file_for(config));
+    ServiceDirectory services(services_file_for(config), clock);
     if (auto s = services.reload(); !s) {
         spdlog::error("{}", s.error().message);
         return 1;
@@ -246,6 +267,7 @@ int run_daemon(DaemonConfig config) {
                 {"listeners",
                  {{"agent_api", agent_api}, {"control_socket", config.socket_path.string()}}},
                 {"counts", counts},
+                {"services", services.state()},
                 {"vault",
                  {{"state", "open"},
                   {"dir", vault.dir().string()},
@@ -355,8 +377,11 @@ int run_daemon(DaemonConfig config) {
     // Routed requests (login, the hub) are read whole: room for the largest blob, JSON-escaped.
     http::Limits agent_limits;
     agent_limits.body_limit = std::max(agent_limits.body_limit, 2 * config.hub.max_data + 65536);
-    auto bound =
-        server.listen_tcp(*listen_at, agent_routes, agent_limits, proxy_takeover(agent_api_ctx));
+    auto bound = passed->proxy
+                     ? server.adopt_tcp(*std::exchange(passed->proxy, std::nullopt), agent_routes,
+                                        agent_limits, proxy_takeover(agent_api_ctx))
+                     : server.listen_tcp(*listen_at, agent_routes, agent_limits,
+                                         proxy_takeover(agent_api_ctx));
     if (!bound) {
         spdlog::error("{}", bound.error().message);
         return 1;
@@ -367,14 +392,22 @@ int run_daemon(DaemonConfig config) {
         spdlog::error("{}", policy.error().message);
         return 1;
     }
-    if (auto s =
-            server.listen_unix(config.socket_path, control_routes, agent_limits,
-                               [p = *policy](const http::Peer& peer) { return p.allows(peer); });
-        !s) {
+    const auto peer_check = [p = *policy](const http::Peer& peer) { return p.allows(peer); };
+    if (passed->control) {
+        // systemd made the socket, with the unit's SocketGroup and SocketMode.
+        auto path = server.adopt_unix(*std::exchange(passed->control, std::nullopt), control_routes,
+                                      agent_limits, peer_check);
+        if (!path) {
+            spdlog::error("{}", path.error().message);
+            return 1;
+        }
+        config.socket_path = *path;
+    } else if (auto s =
+                   server.listen_unix(config.socket_path, control_routes, agent_limits, peer_check);
+               !s) {
         spdlog::error("{}", s.error().message);
         return 1;
-    }
-    if (policy->gid()) {
+    } else if (policy->gid()) {
         // The group reaches the socket through its directory (0750) and the socket (0660).
         for (const auto& path : {config.socket_path.parent_path(), config.socket_path}) {
             if (::chown(path.c_str(), static_cast<uid_t>(-1), *policy->gid()) != 0) {
@@ -385,6 +418,26 @@ int run_daemon(DaemonConfig config) {
         }
     }
 
+    const auto ready_status = [&] {
+        return fmt::format("READY=1\nSTATUS=agent API on {}, {} service(s)", agent_api,
+                           services.current()->services().size());
+    };
+
+    // The watchdog is fed from the event loop itself: if the loop hangs, systemd notices.
+    asio::steady_timer watchdog_timer(ioc);
+    std::function<void()> feed_watchdog = [&] {
+        notifier.notify("WATCHDOG=1");
+        watchdog_timer.expires_after(*notifier.watchdog_interval());
+        watchdog_timer.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) {
+                feed_watchdog();
+            }
+        });
+    };
+
+    // After SIGTERM, requests in progress get config.drain to finish; then the upstream
+    // exchanges still running (a stalled upstream, a token call) are cut off too.
+    asio::steady_timer shutdown_timer(ioc);
     asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal =
         [&](const boost::system::error_code& ec, int signo) {
@@ -392,6 +445,9 @@ int run_daemon(DaemonConfig config) {
                 return;
             }
             if (signo == SIGHUP) {
+                const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch());
+                notifier.notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}", now.count()));
                 const Status reloaded = services.reload();
                 if (reloaded) {
                     spdlog::info("received SIGHUP: loaded {} service(s) from {}",
@@ -406,23 +462,47 @@ int run_daemon(DaemonConfig config) {
                               reloaded ? "ok" : "bad_request",
                               reloaded ? nlohmann::json::object()
                                        : nlohmann::json{{"message", reloaded.error().message}}});
+                notifier.notify(ready_status());
                 signals.async_wait(on_signal);
                 return;
             }
             spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            notifier.notify("STOPPING=1");
             signals.cancel();
+            watchdog_timer.cancel();
             retention_timer.cancel();
             sweep_timer.cancel();
             stopping = true;
             hub_timer.cancel();
             refresh_timer.cancel();
             device_flows.stop();
-            server.stop(config.drain);
+            shutdown_timer.expires_after(config.drain);
+            shutdown_timer.async_wait([&](const boost::system::error_code& ec) {
+                if (ec) {
+                    return;
+                }
+                if (upstream.active() > 0) {
+                    spdlog::warn("cutting off {} upstream exchange(s) still running",
+                                 upstream.active());
+                }
+                upstream.abort_all("the daemon is stopping");
+            });
+            server.stop(config.drain, [&] {
+                // Every client is answered; only upstream calls of the daemon's own (token
+                // refreshes) may still be running, and those keep the deadline.
+                if (upstream.active() == 0) {
+                    shutdown_timer.cancel();
+                }
+            });
         };
     signals.async_wait(on_signal);
 
     spdlog::info("agentgwd {} ready: agent API on http://{}, control socket {}, state {}",
                  k_version, agent_api, config.socket_path.string(), config.state_dir.string());
+    notifier.notify(ready_status());
+    if (notifier.watchdog_interval()) {
+        feed_watchdog();
+    }
     ioc.run();
     audit.defer_with({}, 0);
     audit.flush();  // anything still held back (the vault writes it before closing)

@@ -1,5 +1,7 @@
 // agentgw status: the daemon's version, uptime, listeners and vault state.
 #include <ostream>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -16,18 +18,33 @@ void print_status(std::ostream& out, const nlohmann::json& s) {
     const auto& counts = s.value("counts", nlohmann::json::object());
     // Credentials whose refresh the authorization server refused: someone must act.
     const int64_t reauth = counts.value("credentials_reauth_required", int64_t{0});
-    print_table(
-        out, {},
-        {{"version", s.at("version").get<std::string>()},
-         {"pid", std::to_string(s.at("pid").get<long>())},
-         {"uptime", format_duration(s.at("uptime_secs").get<int64_t>())},
-         {"agent API", s.at("listeners").at("agent_api").get<std::string>()},
-         {"control socket", s.at("listeners").at("control_socket").get<std::string>()},
-         {"vault", fmt::format("{} ({})", vault.at("state").get<std::string>(),
-                               vault.at("dir").get<std::string>())},
-         {"reauth required",
-          reauth == 0 ? std::string("none")
-                      : fmt::format("{} credential(s): see agentgw credential list", reauth)}});
+    const auto& services = s.value("services", nlohmann::json::object());
+    std::vector<std::vector<std::string>> rows = {
+        {"version", s.at("version").get<std::string>()},
+        {"pid", std::to_string(s.at("pid").get<long>())},
+        {"uptime", format_duration(s.at("uptime_secs").get<int64_t>())},
+        {"agent API", s.at("listeners").at("agent_api").get<std::string>()},
+        {"control socket", s.at("listeners").at("control_socket").get<std::string>()},
+        {"vault", fmt::format("{} ({})", vault.at("state").get<std::string>(),
+                              vault.at("dir").get<std::string>())},
+        {"reauth required",
+         reauth == 0 ? std::string("none")
+                     : fmt::format("{} credential(s): see agentgw credential list", reauth)}};
+    if (services.contains("services")) {
+        const auto& file = services.at("file");
+        rows.push_back(
+            {"services",
+             fmt::format("{} from {}, loaded {}", services.at("services").get<int64_t>(),
+                         file.is_string() ? file.get<std::string>() : std::string("(no file)"),
+                         services.at("loaded_at").get<std::string>())});
+    }
+    if (services.contains("last_error")) {
+        // The services in force are the old ones: the file on disk is not what runs.
+        rows.push_back(
+            {"reload failed", fmt::format("{}: {}", services.at("last_error_at").get<std::string>(),
+                                          services.at("last_error").get<std::string>())});
+    }
+    print_table(out, {}, rows);
 }
 
 Status run_status(Context& ctx) {

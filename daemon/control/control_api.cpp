@@ -23,12 +23,33 @@ using verb = http::beast_http::verb;
 
 Status ServiceDirectory::reload() {
     if (file_.empty()) {
+        std::lock_guard lk(mutex_);
+        loaded_at_ = clock_.now_secs();
         return {};
     }
-    TRY_ASSIGN(auto catalog, ServiceCatalog::load(file_));
+    auto catalog = ServiceCatalog::load(file_);
     std::lock_guard lk(mutex_);
-    catalog_ = std::make_shared<const ServiceCatalog>(std::move(catalog));
+    if (!catalog) {
+        last_error_ = catalog.error().message;
+        last_error_at_ = clock_.now_secs();
+        return catalog.error();
+    }
+    catalog_ = std::make_shared<const ServiceCatalog>(std::move(*catalog));
+    loaded_at_ = clock_.now_secs();
+    last_error_.reset();
     return {};
+}
+
+json ServiceDirectory::state() const {
+    std::lock_guard lk(mutex_);
+    json out = {{"file", file_.empty() ? json(nullptr) : json(file_.string())},
+                {"services", catalog_->services().size()},
+                {"loaded_at", rfc3339(loaded_at_)}};
+    if (last_error_) {
+        out["last_error"] = *last_error_;
+        out["last_error_at"] = rfc3339(last_error_at_);
+    }
+    return out;
 }
 
 std::shared_ptr<const ServiceCatalog> ServiceDirectory::current() const {

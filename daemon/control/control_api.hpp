@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "daemon/audit/audit_log.hpp"
@@ -16,6 +17,7 @@
 #include "daemon/hub/hub.hpp"
 #include "daemon/identity/registry.hpp"
 #include "daemon/services/service_catalog.hpp"
+#include "daemon/util/clock.hpp"
 
 namespace agentgw {
 
@@ -26,16 +28,24 @@ class DeviceFlows;
 // The services in force, replaced whole on reload. Thread-safe.
 class ServiceDirectory {
   public:
-    explicit ServiceDirectory(std::filesystem::path file) : file_(std::move(file)) {}
-    // Loads the file (no file configured: no services). On failure the old services stay.
+    ServiceDirectory(std::filesystem::path file, const Clock& clock)
+        : file_(std::move(file)), clock_(clock) {}
+    // Loads the file (no file configured: no services). On failure the old services stay,
+    // and the failure is kept for state() until a reload succeeds.
     Status reload();
     std::shared_ptr<const ServiceCatalog> current() const;
     const std::filesystem::path& file() const noexcept { return file_; }
+    // {file, services, loaded_at, last_error?, last_error_at?} for the status report.
+    nlohmann::json state() const;
 
   private:
     std::filesystem::path file_;
-    mutable std::mutex mutex_;  // guards catalog_
+    const Clock& clock_;
+    mutable std::mutex mutex_;  // guards the members below
     std::shared_ptr<const ServiceCatalog> catalog_ = std::make_shared<const ServiceCatalog>();
+    int64_t loaded_at_ = 0;  // Unix seconds of the last successful load
+    std::optional<std::string> last_error_;
+    int64_t last_error_at_ = 0;
 };
 
 struct ControlContext {

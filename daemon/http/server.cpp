@@ -1,9 +1,11 @@
 #include "daemon/http/server.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -255,6 +257,9 @@ void Server::forget(Connection* c) {
     connections_.erase(c);
     if (stopping_ && connections_.empty()) {
         drain_timer_.cancel();
+        if (auto drained = std::exchange(drained_, {})) {
+            drained();
+        }
     }
 }
 
@@ -277,7 +282,35 @@ Result<tcp::endpoint> Server::listen_tcp(const tcp::endpoint& at, const Router& 
                           fmt::format("cannot listen on {}:{}: {}", at.address().to_string(),
                                       at.port(), ec.message()));
     }
-    const tcp::endpoint bound = acceptor->local_endpoint();
+    return serve_tcp(std::move(acceptor), router, limits, std::move(takeover));
+}
+
+Result<tcp::endpoint> Server::adopt_tcp(int fd, const Router& router, Limits limits,
+                                        std::optional<Takeover> takeover) {
+    sockaddr_storage address{};
+    socklen_t len = sizeof(address);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &len) != 0) {
+        return make_error(Code::io_error,
+                          fmt::format("passed agent API socket: {}", std::strerror(errno)));
+    }
+    auto acceptor = std::make_unique<tcp::acceptor>(ioc_);
+    beast::error_code ec;
+    acceptor->assign(address.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+    if (ec) {
+        ::close(fd);
+        return make_error(Code::io_error, fmt::format("passed agent API socket: {}", ec.message()));
+    }
+    return serve_tcp(std::move(acceptor), router, limits, std::move(takeover));
+}
+
+Result<tcp::endpoint> Server::serve_tcp(std::unique_ptr<tcp::acceptor> acceptor,
+                                        const Router& router, Limits limits,
+                                        std::optional<Takeover> takeover) {
+    beast::error_code ec;
+    const tcp::endpoint bound = acceptor->local_endpoint(ec);
+    if (ec) {
+        return make_error(Code::io_error, fmt::format("agent API socket: {}", ec.message()));
+    }
     tcp_acceptor_ = std::move(acceptor);
     takeover_ = std::move(takeover);
     auto on_accept = [this](tcp::socket socket, const Router& r, Limits l) {
@@ -347,7 +380,30 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
         return make_error(Code::io_error,
                           fmt::format("cannot listen on {}: {}", path.string(), ec.message()));
     }
-    socket_path_ = path;
+    socket_path_ = path;  // ours: removed again on stop()
+    return serve_unix(std::move(acceptor), path, router, limits, std::move(check));
+}
+
+Result<fs::path> Server::adopt_unix(int fd, const Router& router, Limits limits, PeerCheck check) {
+    auto acceptor = std::make_unique<local::acceptor>(ioc_);
+    beast::error_code ec;
+    acceptor->assign(local(), fd, ec);
+    fs::path path;
+    if (!ec) {
+        path = acceptor->local_endpoint(ec).path();
+    } else {
+        ::close(fd);
+    }
+    if (ec) {
+        return make_error(Code::io_error, fmt::format("passed control socket: {}", ec.message()));
+    }
+    // The socket file belongs to whoever made it (systemd), so it stays after stop().
+    TRY(serve_unix(std::move(acceptor), path, router, limits, std::move(check)));
+    return path;
+}
+
+Status Server::serve_unix(std::unique_ptr<local::acceptor> acceptor, const fs::path& path,
+                          const Router& router, Limits limits, PeerCheck check) {
     unix_acceptor_ = std::move(acceptor);
     auto on_accept = [this, check = std::move(check), path](local::socket socket, const Router& r,
                                                             Limits l) {
@@ -392,11 +448,12 @@ Status Server::listen_unix(const fs::path& path, const Router& router, Limits li
     return {};
 }
 
-void Server::stop(std::chrono::milliseconds drain) {
+void Server::stop(std::chrono::milliseconds drain, std::function<void()> drained) {
     if (stopping_) {
         return;
     }
     stopping_ = true;
+    drained_ = std::move(drained);
     beast::error_code ignored;
     if (tcp_acceptor_) {
         tcp_acceptor_->close(ignored);
@@ -414,6 +471,9 @@ void Server::stop(std::chrono::milliseconds drain) {
         }
     }
     if (connections_.empty()) {
+        if (auto done = std::exchange(drained_, {})) {
+            done();
+        }
         return;
     }
     drain_timer_.expires_after(drain);

@@ -76,6 +76,11 @@ class Server {
                                                       const Router& router, Limits limits,
                                                       std::optional<Takeover> takeover = {});
 
+    // The same on a listening socket made by someone else (systemd socket activation). The
+    // server owns `fd` from then on, closed or not.
+    Result<boost::asio::ip::tcp::endpoint> adopt_tcp(int fd, const Router& router, Limits limits,
+                                                     std::optional<Takeover> takeover = {});
+
     void set_observer(ResponseObserver observer) { observer_ = std::move(observer); }
 
     // Binds a Unix socket at `path` with mode 0660. Its directory is created 0750 when absent
@@ -84,9 +89,15 @@ class Server {
     Status listen_unix(const std::filesystem::path& path, const Router& router, Limits limits,
                        PeerCheck check);
 
+    // Serves a listening Unix socket made by someone else; returns its path. The socket file
+    // is left in place on stop(), since its maker owns it.
+    Result<std::filesystem::path> adopt_unix(int fd, const Router& router, Limits limits,
+                                             PeerCheck check);
+
     // Stops accepting, closes idle connections, lets busy ones finish their current response
-    // and closes whatever is left after `drain`. The io_context then runs out of work.
-    void stop(std::chrono::milliseconds drain);
+    // and closes whatever is left after `drain`. `drained` runs once the last connection is
+    // gone (at once when there is none).
+    void stop(std::chrono::milliseconds drain, std::function<void()> drained = {});
 
   private:
     struct Connection {
@@ -99,6 +110,12 @@ class Server {
     template <typename Acceptor, typename Accepted>
     boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, const Router& router,
                                              Limits limits, Accepted on_accept);
+    Result<boost::asio::ip::tcp::endpoint> serve_tcp(
+        std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor, const Router& router,
+        Limits limits, std::optional<Takeover> takeover);
+    Status serve_unix(std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor,
+                      const std::filesystem::path& path, const Router& router, Limits limits,
+                      PeerCheck check);
     void forget(Connection* c);
 
     boost::asio::io_context& ioc_;
@@ -109,6 +126,7 @@ class Server {
     ResponseObserver observer_;
     std::set<Connection*> connections_;
     boost::asio::steady_timer drain_timer_;
+    std::function<void()> drained_;
     bool stopping_ = false;
 };
 

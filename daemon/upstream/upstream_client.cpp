@@ -213,6 +213,7 @@ void Transfer::fail(Failure failure) {
     }
     failure_ = std::move(failure);
     done_ = true;
+    deadline_.cancel();
     if (in_multi_) {
         client_.remove(*this);
     }
@@ -414,6 +415,11 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
         t->body_finished_ = true;
     }
 
+    if (closed_) {
+        t->done_ = true;
+        t->failure_ = Failure{Failure::Kind::connect, "the daemon is stopping"};
+        return t;
+    }
     const CURLMcode rc = curl_multi_add_handle(multi_, e);
     if (rc != CURLM_OK) {
         t->done_ = true;
@@ -421,7 +427,7 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
         return t;
     }
     t->in_multi_ = true;
-    ++active_;
+    running_.insert(t.get());
     t->arm_deadline();
     return t;
 }
@@ -448,7 +454,16 @@ void UpstreamClient::recycle(CURL* easy) {
 void UpstreamClient::remove(Transfer& t) {
     curl_multi_remove_handle(multi_, t.easy_);
     t.in_multi_ = false;
-    --active_;
+    running_.erase(&t);
+}
+
+void UpstreamClient::abort_all(std::string_view why) {
+    closed_ = true;
+    // fail() removes each from running_, so walk a copy.
+    const std::vector<Transfer*> running(running_.begin(), running_.end());
+    for (Transfer* t : running) {
+        t->fail(Failure{Failure::Kind::broken, std::string(why)});
+    }
 }
 
 std::shared_ptr<UpstreamClient::Watch> UpstreamClient::watch(curl_socket_t fd, bool owned) {

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -152,7 +153,11 @@ class UpstreamClient {
     std::unique_ptr<Transfer> start(const UpstreamRequest& request);
 
     // Exchanges currently running.
-    size_t active() const { return active_; }
+    size_t active() const { return running_.size(); }
+
+    // Ends every running exchange with a failure saying `why`, and fails the ones started
+    // from now on at once: the daemon is stopping and will not wait for upstreams.
+    void abort_all(std::string_view why);
 
   private:
     friend class Transfer;
@@ -178,7 +183,8 @@ class UpstreamClient {
     std::unordered_map<curl_socket_t, std::shared_ptr<Watch>> watches_;
     std::vector<CURL*> spare_handles_;  // reset easy handles, kept for the next transfers
     uint64_t next_generation_ = 1;
-    size_t active_ = 0;
+    std::unordered_set<Transfer*> running_;                 // in the multi handle
+    bool closed_ = false;                                   // abort_all() was called
     std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the client
 };
 

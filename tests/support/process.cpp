@@ -1,10 +1,12 @@
 #include "tests/support/process.hpp"
 
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdexcept>
+#include <string_view>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -206,6 +208,20 @@ std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
         }
     }
     return status_;
+}
+
+std::string program_path(const std::string& program) {
+    const char* path = std::getenv("PATH");
+    std::string_view rest = path != nullptr ? path : "/usr/bin:/bin";
+    while (!rest.empty()) {
+        const auto colon = rest.find(':');
+        const std::string candidate = std::string(rest.substr(0, colon)) + "/" + program;
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return candidate;
+        }
+        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    }
+    throw std::runtime_error(program + " is not on PATH");
 }
 
 RunResult run(const std::vector<std::string>& argv,

@@ -54,6 +54,10 @@ class Child {
     std::optional<int> status_;
 };
 
+// The path of `program` found on $PATH (Child execs a path, not a name); fails the test when
+// it is not there.
+std::string program_path(const std::string& program);
+
 // Runs a command to completion (bounded by `timeout`) and returns exit code, stdout, stderr.
 struct RunResult {
     int code = -1;
