@@ -67,7 +67,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
         return k_exit_ok;
     }
     if (ctx.socket_path.empty()) {
-        auto path = default_socket_path();
+        auto path = client_socket_path();
         if (!path) {
             err << "agentgw: " << path.error().message << '\n';
             return k_exit_usage;

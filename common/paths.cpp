@@ -19,13 +19,23 @@ Result<std::filesystem::path> default_socket_path() {
         return first_directory(runtime) / "agentgw.sock";
     }
     if (::geteuid() == 0) {
-        return std::filesystem::path("/run/agentgw/agentgw.sock");
+        return std::filesystem::path(k_system_socket);
     }
     if (const char* xdg = non_empty_env("XDG_RUNTIME_DIR")) {
         return std::filesystem::path(xdg) / "agentgw" / "agentgw.sock";
     }
     return make_error(Code::invalid_argument,
                       "no control socket path: set --socket, RUNTIME_DIRECTORY or XDG_RUNTIME_DIR");
+}
+
+Result<std::filesystem::path> client_socket_path(const std::filesystem::path& system_socket) {
+    auto path = default_socket_path();
+    std::error_code ec;
+    if ((!path || !std::filesystem::exists(*path, ec)) &&
+        std::filesystem::exists(system_socket, ec)) {
+        return system_socket;
+    }
+    return path;
 }
 
 }  // namespace agentgw

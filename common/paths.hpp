@@ -19,4 +19,12 @@ std::filesystem::path first_directory(std::string_view list);
 // $XDG_RUNTIME_DIR/agentgw/agentgw.sock. Fails when none of these can be determined.
 Result<std::filesystem::path> default_socket_path();
 
+// The system daemon's socket (agentgwd.service, agentgwd-control.socket).
+inline constexpr const char* k_system_socket = "/run/agentgw/agentgw.sock";
+
+// Where the CLI connects when not told: default_socket_path(), except that when nothing is
+// there and `system_socket` exists (visible to members of the daemon's socket group), that.
+Result<std::filesystem::path> client_socket_path(
+    const std::filesystem::path& system_socket = k_system_socket);
+
 }  // namespace agentgw

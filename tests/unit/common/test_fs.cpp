@@ -1,8 +1,11 @@
+#include <cstdlib>
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
 #include "common/fs.hpp"
+#include "common/paths.hpp"
 #include "common/unique_fd.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -39,4 +42,27 @@ TEST_CASE("check_private_fd accepts 0600 files only", "[common]") {
     }
     UniqueFd d(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY));
     CHECK(check_private_fd(d.get(), dir.path()).error().code == Code::invalid_argument);
+}
+
+TEST_CASE("the CLI falls back to the system socket when its own is absent", "[common]") {
+    test::TempDir dir;
+    const fs::path system_socket = dir / "system.sock";
+    fs::create_directories(dir / "xdg" / "agentgw");
+    ::unsetenv("RUNTIME_DIRECTORY");
+    ::setenv("XDG_RUNTIME_DIR", (dir / "xdg").c_str(), 1);
+    const fs::path own =
+        ::geteuid() == 0 ? fs::path(k_system_socket) : dir / "xdg" / "agentgw" / "agentgw.sock";
+    REQUIRE_FALSE(fs::exists(k_system_socket));  // a daemon of the machine's own would interfere
+
+    // Neither exists: the default, so the error names the socket the user would expect.
+    CHECK(*client_socket_path(system_socket) == own);
+
+    test::write_file(system_socket, "");
+    CHECK(*client_socket_path(system_socket) == system_socket);
+
+    if (::geteuid() != 0) {
+        // The user's own daemon, once it exists, wins.
+        test::write_file(own, "");
+        CHECK(*client_socket_path(system_socket) == own);
+    }
 }
