@@ -7,6 +7,7 @@
 #include <exception>
 #include <functional>
 #include <iostream>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 
@@ -126,8 +127,8 @@ fs::path services_file_for(const DaemonConfig& config) {
 int run_daemon(DaemonConfig config) {
     // Taken first, so that the variables are gone and the fds marked close-on-exec whatever
     // happens next.
-    const systemd::Notifier notifier = systemd::Notifier::from_environment();
     auto passed = systemd::take_passed_sockets();
+    const systemd::Notifier notifier = systemd::Notifier::from_environment();
     if (!passed) {
         spdlog::error("{}", passed.error().message);
         return 1;
@@ -409,7 +410,13 @@ int run_daemon(DaemonConfig config) {
         return 1;
     } else if (policy->gid()) {
         // The group reaches the socket through its directory (0750) and the socket (0660).
+        // Under agentgwd.service both already belong to it (Group=, RuntimeDirectory=), and
+        // the unit's system call filter refuses chown: change only what differs.
         for (const auto& path : {config.socket_path.parent_path(), config.socket_path}) {
+            struct stat st {};
+            if (::stat(path.c_str(), &st) == 0 && st.st_gid == *policy->gid()) {
+                continue;
+            }
             if (::chown(path.c_str(), static_cast<uid_t>(-1), *policy->gid()) != 0) {
                 spdlog::error("cannot give {} to group {}: {}", path.string(), config.socket_group,
                               std::strerror(errno));
@@ -418,9 +425,16 @@ int run_daemon(DaemonConfig config) {
         }
     }
 
+    // What `systemctl status` shows: a failed reload stays visible until one succeeds.
     const auto ready_status = [&] {
-        return fmt::format("READY=1\nSTATUS=agent API on {}, {} service(s)", agent_api,
-                           services.current()->services().size());
+        const auto state = services.state();
+        std::string failed;
+        if (state.contains("last_error")) {
+            failed = "; services reload failed: " + state.at("last_error").get<std::string>();
+            std::replace(failed.begin(), failed.end(), '\n', ' ');  // one line per variable
+        }
+        return fmt::format("READY=1\nSTATUS=agent API on {}, {} service(s){}", agent_api,
+                           state.at("services").get<size_t>(), failed);
     };
 
     // The watchdog is fed from the event loop itself: if the loop hangs, systemd notices.
@@ -467,7 +481,12 @@ int run_daemon(DaemonConfig config) {
                 return;
             }
             spdlog::info("received {}, stopping", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-            notifier.notify("STOPPING=1");
+            // Room for the drain and the audit flush, should it exceed the unit's
+            // TimeoutStopSec=.
+            notifier.notify(fmt::format(
+                "STOPPING=1\nEXTEND_TIMEOUT_USEC={}",
+                std::chrono::duration_cast<std::chrono::microseconds>(config.drain).count() +
+                    5'000'000));
             signals.cancel();
             watchdog_timer.cancel();
             retention_timer.cancel();
@@ -488,11 +507,9 @@ int run_daemon(DaemonConfig config) {
                 upstream.abort_all("the daemon is stopping");
             });
             server.stop(config.drain, [&] {
-                // Every client is answered; only upstream calls of the daemon's own (token
-                // refreshes) may still be running, and those keep the deadline.
-                if (upstream.active() == 0) {
-                    shutdown_timer.cancel();
-                }
+                // Every client is answered. Upstream calls of the daemon's own (a token
+                // refresh) may still run until the deadline, but none starts any more.
+                upstream.close([&] { shutdown_timer.cancel(); });
             });
         };
     signals.async_wait(on_signal);

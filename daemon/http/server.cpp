@@ -290,8 +290,10 @@ Result<tcp::endpoint> Server::adopt_tcp(int fd, const Router& router, Limits lim
     sockaddr_storage address{};
     socklen_t len = sizeof(address);
     if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &len) != 0) {
+        const int error = errno;
+        ::close(fd);
         return make_error(Code::io_error,
-                          fmt::format("passed agent API socket: {}", std::strerror(errno)));
+                          fmt::format("passed agent API socket: {}", std::strerror(error)));
     }
     auto acceptor = std::make_unique<tcp::acceptor>(ioc_);
     beast::error_code ec;

@@ -455,6 +455,20 @@ void UpstreamClient::remove(Transfer& t) {
     curl_multi_remove_handle(multi_, t.easy_);
     t.in_multi_ = false;
     running_.erase(&t);
+    if (running_.empty() && idle_) {
+        std::exchange(idle_, {})();
+    }
+}
+
+void UpstreamClient::close(std::function<void()> idle) {
+    closed_ = true;
+    if (running_.empty()) {
+        if (idle) {
+            idle();
+        }
+        return;
+    }
+    idle_ = std::move(idle);
 }
 
 void UpstreamClient::abort_all(std::string_view why) {

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -155,8 +156,11 @@ class UpstreamClient {
     // Exchanges currently running.
     size_t active() const { return running_.size(); }
 
-    // Ends every running exchange with a failure saying `why`, and fails the ones started
-    // from now on at once: the daemon is stopping and will not wait for upstreams.
+    // Refuses exchanges started from now on (they fail at once, as not connected); the
+    // running ones go on. `idle` runs once none is left (at once when none runs).
+    void close(std::function<void()> idle);
+    // Ends every running exchange with a failure saying `why`, and closes the client: the
+    // daemon is stopping and will not wait for upstreams.
     void abort_all(std::string_view why);
 
   private:
@@ -184,7 +188,8 @@ class UpstreamClient {
     std::vector<CURL*> spare_handles_;  // reset easy handles, kept for the next transfers
     uint64_t next_generation_ = 1;
     std::unordered_set<Transfer*> running_;                 // in the multi handle
-    bool closed_ = false;                                   // abort_all() was called
+    bool closed_ = false;                                   // close() or abort_all() was called
+    std::function<void()> idle_;                            // close()'s callback, until it has run
     std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the client
 };
 
