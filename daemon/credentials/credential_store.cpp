@@ -23,15 +23,6 @@ std::string record_key(std::string_view service, CredentialScope scope, std::str
     return key;
 }
 
-// The parsed tree holds copies of the secrets: clear every string before it is freed.
-void wipe_strings(json& j) {
-    for (auto& [name, value] : j.items()) {
-        if (value.is_string()) {
-            wipe(value.get_ref<std::string&>());
-        }
-    }
-}
-
 // Whether the proxy can get a new access token for it without the operator.
 bool refreshable(const json& j) {
     const std::string type = j.value("type", "");
@@ -54,7 +45,7 @@ Result<CredentialInfo> info_from(std::string_view key, const SecretBytes& bytes)
                         j.value("status", "") == "reauth_required",
                         std::string(key),
                         j.value("scopes", "")};
-    wipe_strings(j);
+    wipe_json(j);
     return info;
 }
 
@@ -69,7 +60,7 @@ Result<json> record_at(const ReadTxn& txn, const std::string& key, uint64_t gene
         return make_error(Code::corrupt, "a stored credential is malformed");
     }
     if (j.value("generation", uint64_t{0}) != generation) {
-        wipe_strings(j);
+        wipe_json(j);
         return make_error(Code::conflict, "the credential changed meanwhile");
     }
     return j;
@@ -78,7 +69,7 @@ Result<json> record_at(const ReadTxn& txn, const std::string& key, uint64_t gene
 // Seals `j` into `key` and wipes the secrets it held.
 Status put_record(WriteTxn& txn, const std::string& key, json& j) {
     std::string text = j.dump();
-    wipe_strings(j);
+    wipe_json(j);
     const Status s = txn.put(Table::credentials, key, text);
     wipe(text);
     return s;
@@ -149,12 +140,7 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
         record["scopes"] = in.scopes;
     }
     std::string sealed_input = record.dump();
-    // The JSON tree held copies of the secrets; clear them before it is freed.
-    for (auto& [name, value] : record.items()) {
-        if (value.is_string()) {
-            wipe(value.get_ref<std::string&>());
-        }
-    }
+    wipe_json(record);  // the tree held copies of the secrets
     const std::string key = record_key(in.service, in.scope, in.owner_id);
     const Vault::WriteFn write = [&](WriteTxn& txn) -> Status {
         // The owner is checked again here, in the same transaction as the write: a user or
@@ -177,7 +163,7 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
             json old = json::parse(as_view(*previous), nullptr, false);
             generation = old.is_object() ? old.value("generation", uint64_t{0}) + 1 : 0;
             if (old.is_object()) {
-                wipe_strings(old);
+                wipe_json(old);
             }
         }
         json j = json::parse(sealed_input);
@@ -252,7 +238,7 @@ Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
                     *field = it->get<std::string>();
                 }
             }
-            wipe_strings(j);
+            wipe_json(j);
             return {};
         }
         return {};
@@ -309,7 +295,7 @@ Result<std::optional<std::unique_ptr<OAuthTokens>>> CredentialStore::load_tokens
         t->lifetime = j.value("lifetime", int64_t{0});
         t->generation = j.value("generation", uint64_t{0});
         t->reauth_required = j.value("status", "") == "reauth_required";
-        wipe_strings(j);
+        wipe_json(j);
         out = std::move(t);
         return {};
     }));

@@ -3,7 +3,19 @@
 #include <new>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 namespace agentgw {
+
+void wipe_json(nlohmann::json& j) {
+    if (j.is_string()) {
+        wipe(j.get_ref<std::string&>());
+    } else if (j.is_structured()) {
+        for (auto& item : j) {
+            wipe_json(item);
+        }
+    }
+}
 
 SecureBuffer::SecureBuffer(size_t size) : size_(size) {
     if (size == 0) {

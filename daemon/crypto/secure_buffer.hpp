@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
 #include <sodium.h>
 
 namespace agentgw {
@@ -21,6 +22,10 @@ inline void wipe(std::string& s) {
         sodium_memzero(s.data(), s.size());
     }
 }
+
+// Zeroes every string in a JSON tree (a parsed record or answer holds copies of secrets)
+// before the tree is freed.
+void wipe_json(nlohmann::json& j);
 
 class SecureBuffer {
   public:

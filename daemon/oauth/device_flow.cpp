@@ -27,14 +27,6 @@ constexpr int64_t k_default_interval = 5;         // RFC 8628 §3.2
 constexpr int64_t k_default_expires_in = 900;     // when the server names none
 constexpr int64_t k_keep_finished_ms = 3600'000;  // finished flows stay visible this long
 
-void wipe_strings(json& j) {
-    for (auto& [name, value] : j.items()) {
-        if (value.is_string()) {
-            wipe(value.get_ref<std::string&>());
-        }
-    }
-}
-
 // A positive integer member; some servers send numbers as strings.
 int64_t positive_int(const json& body, const char* name, int64_t fallback) {
     const auto it = body.find(name);
@@ -179,7 +171,7 @@ asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, Cre
     };
     const Status stored = co_await async_write(vault_, write);
     json shown = flow_json(*record);
-    wipe_strings(*record);
+    wipe_json(*record);
     if (!stored) {
         co_return stored.error();
     }
@@ -192,7 +184,7 @@ Result<json> DeviceFlows::get(const std::string& id) const {
     TRY(vault_.read([&](const ReadTxn& txn) -> Status {
         TRY_ASSIGN(json r, read_flow(txn, id));
         out = flow_json(r);
-        wipe_strings(r);
+        wipe_json(r);
         return {};
     }));
     return out;
@@ -212,7 +204,7 @@ void DeviceFlows::resume() {
                 old.emplace_back(key);
             }
             if (r.is_object()) {
-                wipe_strings(r);
+                wipe_json(r);
             }
             return true;
         });
@@ -268,7 +260,7 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
             TRY_ASSIGN(json r, read_flow(txn, id));
             change(r);
             const Status s = put_flow(txn, id, r);
-            wipe_strings(r);
+            wipe_json(r);
             return s;
         };
         co_return co_await async_write(vault_, write);
@@ -315,7 +307,7 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
             interval = r.value("interval", k_default_interval);
             form.add("grant_type", std::string(k_device_grant));
             form.add("device_code", r.value("device_code", ""));
-            wipe_strings(r);
+            wipe_json(r);
             return {};
         });
         if (!read) {

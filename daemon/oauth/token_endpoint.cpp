@@ -13,16 +13,6 @@ namespace {
 // An authorization server's answer is a small JSON object; anything larger is refused.
 constexpr size_t k_max_answer = 256 * 1024;
 
-void wipe_json(nlohmann::json& j) {
-    if (j.is_string()) {
-        wipe(j.get_ref<std::string&>());
-    } else if (j.is_structured()) {
-        for (auto& item : j) {
-            wipe_json(item);
-        }
-    }
-}
-
 }  // namespace
 
 Form::~Form() {

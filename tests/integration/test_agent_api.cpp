@@ -52,36 +52,6 @@ json parsed(const std::string& body) {
     return json::parse(body, nullptr, false);
 }
 
-// A port on 127.0.0.1 where nothing listens (bound by the kernel's choice, then released).
-uint16_t closed_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
-// The absolute path of `program` on $PATH (the test harness execs without a PATH search).
-std::optional<std::string> find_on_path(const std::string& program) {
-    const char* path = std::getenv("PATH");
-    std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-        if (dir.empty()) {
-            continue;
-        }
-        const fs::path candidate = fs::path(dir) / program;
-        if (::access(candidate.c_str(), X_OK) == 0) {
-            return candidate.string();
-        }
-    }
-    return std::nullopt;
-}
-
 // An agentgwd with its own state, a services file and a CLI bound to its control socket.
 struct Gateway {
     TempDir dir;

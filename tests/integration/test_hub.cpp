@@ -42,18 +42,6 @@ json parsed(const std::string& body) {
     return json::parse(body, nullptr, false);
 }
 
-// The absolute path of `program` on $PATH (Child execs without a PATH search).
-std::optional<std::string> find_on_path(const std::string& program) {
-    const char* path = std::getenv("PATH");
-    std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-        if (!dir.empty() && ::access((fs::path(dir) / program).c_str(), X_OK) == 0) {
-            return (fs::path(dir) / program).string();
-        }
-    }
-    return std::nullopt;
-}
-
 int64_t now_secs() {
     return std::chrono::duration_cast<std::chrono::seconds>(
                std::chrono::system_clock::now().time_since_epoch())

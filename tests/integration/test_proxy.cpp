@@ -125,25 +125,6 @@ long rss_kib(pid_t pid) {
     return 0;
 }
 
-// A port on 127.0.0.1 nobody listens on: bound by the kernel's choice, then closed.
-uint16_t closed_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
-fs::path make_dir(const fs::path& p) {
-    fs::create_directories(p);
-    return p;
-}
-
 // A response read off a raw socket.
 struct RawReply {
     int status = 0;

@@ -122,20 +122,6 @@ void write_services(const fs::path& file, const json& services) {
     write_file(file, json{{"services", services}}.dump(2));
 }
 
-// A port nothing listens on right now (bound, read, closed), for a listener made elsewhere.
-uint16_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
 // Waits (bounded) until the daemon's stderr has `needle` `times` times.
 bool wait_for_log_count(Child& child, const std::string& needle, size_t times) {
     const auto deadline = SteadyClock::now() + 10s;
@@ -151,11 +137,6 @@ bool wait_for_log_count(Child& child, const std::string& needle, size_t times) {
         }
     }
     return false;
-}
-
-fs::path make_dir(const fs::path& p) {
-    fs::create_directories(p);
-    return p;
 }
 
 // A daemon with one user, and an agent allowed the services it is given, for proxied calls.
@@ -256,7 +237,7 @@ TEST_CASE("with LISTEN_FDS agentgwd serves on the sockets systemd passes", "[sys
     for (const bool named : {true, false}) {
         INFO((named ? "named" : "unnamed") << " sockets");
         TempDir dir;
-        const uint16_t port = free_port();
+        const uint16_t port = closed_port();
         const fs::path passed_socket = dir / "passed" / "control.sock";
         fs::create_directories(passed_socket.parent_path());
         // Its own --listen and --socket point elsewhere: the passed sockets win.
@@ -317,7 +298,7 @@ TEST_CASE("a passed socket that is not a listening stream socket stops the start
     TempDir dir;
     // A datagram socket: systemd-socket-activate --datagram starts the daemon on the first
     // datagram.
-    const uint16_t port = free_port();
+    const uint16_t port = closed_port();
     Args argv = {program_path("systemd-socket-activate"), "--datagram",
                  "--listen=127.0.0.1:" + std::to_string(port), AGENTGWD_PATH};
     for (const auto& a : daemon_args(dir)) {

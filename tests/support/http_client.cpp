@@ -1,6 +1,11 @@
 #include "tests/support/http_client.hpp"
 
 #include <algorithm>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -28,6 +33,24 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
 }
 
 }  // namespace
+
+uint16_t closed_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        throw std::runtime_error("closed_port: socket failed");
+    }
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+    ::close(fd);
+    if (!ok) {
+        throw std::runtime_error("closed_port: cannot bind a port on 127.0.0.1");
+    }
+    return ntohs(addr.sin_port);
+}
 
 HttpReply http_request(const std::string& method, const std::string& url, const std::string& body,
                        const std::vector<std::string>& headers, const std::string& unix_socket) {

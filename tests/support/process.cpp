@@ -210,16 +210,27 @@ std::optional<int> Child::wait(std::chrono::milliseconds timeout) {
     return status_;
 }
 
-std::string program_path(const std::string& program) {
+std::optional<std::string> find_on_path(const std::string& program) {
     const char* path = std::getenv("PATH");
-    std::string_view rest = path != nullptr ? path : "/usr/bin:/bin";
+    std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
     while (!rest.empty()) {
         const auto colon = rest.find(':');
-        const std::string candidate = std::string(rest.substr(0, colon)) + "/" + program;
+        const std::string_view dir = rest.substr(0, colon);
+        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+        if (dir.empty()) {
+            continue;
+        }
+        const std::string candidate = std::string(dir) + "/" + program;
         if (::access(candidate.c_str(), X_OK) == 0) {
             return candidate;
         }
-        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    }
+    return std::nullopt;
+}
+
+std::string program_path(const std::string& program) {
+    if (auto found = find_on_path(program)) {
+        return *found;
     }
     throw std::runtime_error(program + " is not on PATH");
 }

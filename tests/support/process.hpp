@@ -54,8 +54,9 @@ class Child {
     std::optional<int> status_;
 };
 
-// The path of `program` found on $PATH (Child execs a path, not a name); fails the test when
-// it is not there.
+// The path of `program` found on $PATH (Child execs a path, not a name), if it is there.
+std::optional<std::string> find_on_path(const std::string& program);
+// The same, failing the test (by exception) when it is not there.
 std::string program_path(const std::string& program);
 
 // Runs a command to completion (bounded by `timeout`) and returns exit code, stdout, stderr.

@@ -36,6 +36,11 @@ void write_file(const fs::path& path, const std::string& bytes, unsigned mode) {
     fs::permissions(path, static_cast<fs::perms>(mode));
 }
 
+fs::path make_dir(const fs::path& path) {
+    fs::create_directories(path);
+    return path;
+}
+
 std::string read_file(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);
     std::ostringstream ss;

@@ -25,6 +25,9 @@ class TempDir {
 // Writes `bytes` to `path` with `mode`.
 void write_file(const std::filesystem::path& path, const std::string& bytes, unsigned mode = 0600);
 
+// Creates `path` (and its parents) and returns it.
+std::filesystem::path make_dir(const std::filesystem::path& path);
+
 // Reads a whole file.
 std::string read_file(const std::filesystem::path& path);
 
