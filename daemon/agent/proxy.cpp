@@ -45,7 +45,7 @@ struct Call {
     std::shared_ptr<const ServiceCatalog> catalog;
     const Service* service = nullptr;
     std::optional<RateLimitState> limit;  // for the RateLimit-* headers
-    std::unique_ptr<ResolvedCredential> credential;
+    std::shared_ptr<const ResolvedCredential> credential;
 };
 
 // A stage either lets the request continue (nullopt) or answers it.

@@ -1,5 +1,8 @@
 #include "daemon/audit/audit_log.hpp"
 
+#include <algorithm>
+#include <iterator>
+
 #include <fmt/format.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
@@ -98,6 +101,52 @@ bool about(const json& entry, const std::string& ref) {
     return false;
 }
 
+// Appends `text` as a JSON string, exactly as dump() writes it: printable ASCII other than
+// the quote and the backslash goes through as it is, and anything else is left to the library.
+void append_json_string(std::string& out, std::string_view text) {
+    const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+        return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+    });
+    if (plain) {
+        out.append(1, '"').append(text).append(1, '"');
+    } else {
+        out.append(dump(json(text)));
+    }
+}
+
+void append_json_number(std::string& out, auto n) {
+    fmt::format_to(std::back_inserter(out), "{}", n);
+}
+
+// The entry's text, as dump() would write the object {seq, time, time_ms, actor, action,
+// target, outcome, details, prev}: keys sorted, no spaces. It is written directly rather than
+// through a json object because every proxied request appends one; verify() re-serialises the
+// parsed entry with dump(), so any difference would show as a broken chain.
+std::string entry_text(uint64_t seq, int64_t time_ms, const std::string& time,
+                       const AuditEvent& event, const std::string& prev) {
+    std::string text;
+    text.reserve(256);
+    text.append("{\"action\":");
+    append_json_string(text, event.action);
+    text.append(",\"actor\":");
+    append_json_string(text, event.actor);
+    text.append(",\"details\":").append(dump(event.details));
+    text.append(",\"outcome\":");
+    append_json_string(text, event.outcome);
+    text.append(",\"prev\":");
+    append_json_string(text, prev);
+    text.append(",\"seq\":");
+    append_json_number(text, seq);
+    text.append(",\"target\":");
+    append_json_string(text, event.target);
+    text.append(",\"time\":");
+    append_json_string(text, time);
+    text.append(",\"time_ms\":");
+    append_json_number(text, time_ms);
+    text.append("}");
+    return text;
+}
+
 }  // namespace
 
 Status AuditLog::init() {
@@ -118,20 +167,17 @@ Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
     TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
     uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
     std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
+    int64_t time_secs = -1;
+    std::string time;  // rfc3339 of time_secs: a batch mostly shares one second
     for (const auto& [now_ms, event] : events) {
         ++seq;
-        json entry = {{"seq", seq},
-                      {"time", rfc3339(now_ms / 1000)},
-                      {"time_ms", now_ms},
-                      {"actor", event.actor},
-                      {"action", event.action},
-                      {"target", event.target},
-                      {"outcome", event.outcome},
-                      {"details", event.details},
-                      {"prev", prev}};
-        // Serialised once: the stored entry is the hashed text with "hash" added at its end
-        // (verify() parses it, so the key order there does not matter).
-        std::string text = dump(entry);
+        if (now_ms / 1000 != time_secs) {
+            time_secs = now_ms / 1000;
+            time = rfc3339(time_secs);
+        }
+        // The stored entry is the hashed text with "hash" added at its end (verify() parses
+        // it, so the key order there does not matter).
+        std::string text = entry_text(seq, now_ms, time, event, prev);
         std::string hash = chain_hash_of_text(prev, text);
         text.pop_back();  // the closing brace
         text.append(",\"hash\":\"").append(hash).append("\"}");

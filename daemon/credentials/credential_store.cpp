@@ -23,6 +23,9 @@ std::string record_key(std::string_view service, CredentialScope scope, std::str
     return key;
 }
 
+// Bound on resolve()'s answers kept; past it they start over (a miss costs one vault read).
+constexpr size_t k_max_resolved = 4096;
+
 // Whether the proxy can get a new access token for it without the operator.
 bool refreshable(const json& j) {
     const std::string type = j.value("type", "");
@@ -170,7 +173,7 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
         j["generation"] = generation;
         return put_record(txn, key, j);
     };
-    const Status s = co_await async_write(vault_, write);
+    const Status s = co_await commit(write);
     wipe(sealed_input);
     if (!s) {
         co_return s.error();
@@ -203,9 +206,48 @@ ResolvedCredential::~ResolvedCredential() {
     wipe(access_token);
 }
 
-Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
+Result<std::shared_ptr<const ResolvedCredential>> CredentialStore::resolve(
     std::string_view service, std::string_view user_id, std::string_view agent_id) const {
-    std::unique_ptr<ResolvedCredential> out;
+    // The version is read before the records (see Vault::version).
+    const uint64_t version = vault_.version(Table::credentials);
+    std::string key(service);
+    key.append(1, '\0').append(user_id).append(1, '\0').append(agent_id);
+    {
+        const std::lock_guard lock(cache_mutex_);
+        if (version != resolved_version_) {
+            // The table changed: every answer kept may be out of date, and a removed or
+            // replaced secret should not stay in memory, so all are dropped (and wiped).
+            resolved_.clear();
+            resolved_version_ = version;
+        } else if (auto it = resolved_.find(key); it != resolved_.end()) {
+            return it->second;
+        }
+    }
+    TRY_ASSIGN(auto credential, read_resolved(service, user_id, agent_id));
+    const std::lock_guard lock(cache_mutex_);
+    if (version == resolved_version_) {
+        if (resolved_.size() >= k_max_resolved) {
+            resolved_.clear();
+        }
+        resolved_.insert_or_assign(std::move(key), credential);
+    }
+    return credential;
+}
+
+boost::asio::awaitable<Status> CredentialStore::commit(const Vault::WriteFn& write) {
+    Status s = co_await async_write(vault_, write);
+    forget_resolved();
+    co_return s;
+}
+
+void CredentialStore::forget_resolved() const {
+    const std::lock_guard lock(cache_mutex_);
+    resolved_.clear();
+}
+
+Result<std::shared_ptr<const ResolvedCredential>> CredentialStore::read_resolved(
+    std::string_view service, std::string_view user_id, std::string_view agent_id) const {
+    std::shared_ptr<ResolvedCredential> out;
     TRY(vault_.read([&](const ReadTxn& txn) -> Status {
         const std::pair<CredentialScope, std::string_view> order[] = {
             {CredentialScope::agent, agent_id},
@@ -221,7 +263,7 @@ Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
             if (!j.is_object()) {
                 return make_error(Code::corrupt, "a stored credential is malformed");
             }
-            out = std::make_unique<ResolvedCredential>();
+            out = std::make_shared<ResolvedCredential>();
             out->scope = scope;
             out->type = j.value("type", "");
             out->expires_at = j.value("expires_at", int64_t{0});
@@ -243,7 +285,7 @@ Result<std::unique_ptr<ResolvedCredential>> CredentialStore::resolve(
         }
         return {};
     }));
-    return out;
+    return std::shared_ptr<const ResolvedCredential>(std::move(out));
 }
 
 boost::asio::awaitable<Status> CredentialStore::remove(const std::string& service,
@@ -258,7 +300,7 @@ boost::asio::awaitable<Status> CredentialStore::remove(const std::string& servic
         }
         return {};
     };
-    co_return co_await async_write(vault_, write);
+    co_return co_await commit(write);
 }
 
 OAuthTokens::~OAuthTokens() {
@@ -322,7 +364,7 @@ boost::asio::awaitable<Status> CredentialStore::store_tokens(const std::string& 
         j.erase("status");
         return put_record(txn, key, j);
     };
-    co_return co_await async_write(vault_, write);
+    co_return co_await commit(write);
 }
 
 boost::asio::awaitable<Status> CredentialStore::mark_reauth_required(const std::string& key,
@@ -335,7 +377,7 @@ boost::asio::awaitable<Status> CredentialStore::mark_reauth_required(const std::
         j["updated_at"] = now;
         return put_record(txn, key, j);
     };
-    co_return co_await async_write(vault_, write);
+    co_return co_await commit(write);
 }
 
 Status CredentialStore::remove_owned(WriteTxn& txn, const std::string& owner_id) {

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -107,9 +109,11 @@ class CredentialStore {
     Result<std::vector<CredentialInfo>> list() const;
     // The credential the proxy injects for `service` on behalf of an agent: the agent's own,
     // else its user's, else the service-wide one (SPEC §2). nullptr when none is stored.
-    Result<std::unique_ptr<ResolvedCredential>> resolve(std::string_view service,
-                                                        std::string_view user_id,
-                                                        std::string_view agent_id) const;
+    // Answers are kept (wiped when dropped) until the credentials table next changes, so a
+    // request does not open and parse its record again.
+    Result<std::shared_ptr<const ResolvedCredential>> resolve(std::string_view service,
+                                                              std::string_view user_id,
+                                                              std::string_view agent_id) const;
     // Code::not_found when there is no such credential.
     boost::asio::awaitable<Status> remove(const std::string& service, CredentialScope scope,
                                           const std::string& owner_id);
@@ -127,8 +131,21 @@ class CredentialStore {
     static Status remove_owned(WriteTxn& txn, const std::string& owner_id);
 
   private:
+    Result<std::shared_ptr<const ResolvedCredential>> read_resolved(
+        std::string_view service, std::string_view user_id, std::string_view agent_id) const;
+    // Drops (and so wipes) every answer resolve() kept: called after each write here, so that a
+    // removed or replaced secret leaves memory at once rather than at the next resolve().
+    void forget_resolved() const;
+    // Every write goes through here (the write is taken by reference: co_await it at once).
+    boost::asio::awaitable<Status> commit(const Vault::WriteFn& write);
+
     Vault& vault_;
     const Clock& clock_;
+    mutable std::mutex cache_mutex_;  // guards the two below
+    // resolve()'s answers (nullptr: none stored) by service/user/agent, all read at this
+    // version of the credentials table.
+    mutable std::unordered_map<std::string, std::shared_ptr<const ResolvedCredential>> resolved_;
+    mutable uint64_t resolved_version_ = 0;
 };
 
 }  // namespace agentgw

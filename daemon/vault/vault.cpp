@@ -168,15 +168,18 @@ Status WriteTxn::put_raw(MDB_dbi dbi, std::string_view key, std::string_view val
 }
 
 Status WriteTxn::put(Table table, std::string_view key, std::string_view value) {
+    touch(table);
     return put_raw(vault_.dbi(table), key, vault_.cipher_.seal(table_name(table), key, value), 0);
 }
 
 Status WriteTxn::insert(Table table, std::string_view key, std::string_view value) {
+    touch(table);
     return put_raw(vault_.dbi(table), key, vault_.cipher_.seal(table_name(table), key, value),
                    MDB_NOOVERWRITE);
 }
 
 Result<bool> WriteTxn::erase(Table table, std::string_view key) {
+    touch(table);
     MDB_val k = lmdb::to_val(key);
     const int rc = mdb_del(txn_, vault_.dbi(table), &k, nullptr);
     if (rc == MDB_NOTFOUND) {
@@ -410,6 +413,7 @@ int Vault::run_batch(std::deque<Request>& batch, std::vector<Status>& results) {
     }
     auto parent = lmdb::Txn::adopt(raw);
     uint64_t succeeded = 0;
+    uint32_t touched = 0;  // tables written to (by a request that failed, too: no harm)
     for (size_t i = 0; i < batch.size(); ++i) {
         // Each request gets a nested transaction, so one request's failure leaves the others'
         // changes in the batch.
@@ -424,6 +428,7 @@ int Vault::run_batch(std::deque<Request>& batch, std::vector<Status>& results) {
         } catch (const std::exception& e) {
             status = make_error(Code::internal, fmt::format("vault write failed: {}", e.what()));
         }
+        touched |= txn.touched_;
         if (txn.map_full_) {
             return MDB_MAP_FULL;
         }
@@ -440,6 +445,11 @@ int Vault::run_batch(std::deque<Request>& batch, std::vector<Status>& results) {
     }
     if (int rc = parent.commit(); rc != 0) {
         return rc;
+    }
+    for (size_t i = 0; i < k_table_count; ++i) {
+        if (touched & (1u << i)) {
+            table_versions_[i].fetch_add(1, std::memory_order_release);
+        }
     }
     commits_.fetch_add(1, std::memory_order_relaxed);
     writes_.fetch_add(succeeded, std::memory_order_relaxed);

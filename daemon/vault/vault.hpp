@@ -8,6 +8,7 @@
 // many requests, one fsync) and then tells each caller its outcome.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -103,7 +104,9 @@ class WriteTxn : public ReadTxn {
     using ReadTxn::ReadTxn;
     Status put_raw(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags);
     Status check(int rc, std::string_view what);
+    void touch(Table table) noexcept { touched_ |= 1u << static_cast<unsigned>(table); }
     bool map_full_ = false;
+    uint32_t touched_ = 0;  // a bit per table this request wrote to
 };
 
 struct VaultStats {
@@ -157,6 +160,14 @@ class Vault {
     // Write requests queued for the writer and not yet picked up.
     size_t queue_depth() const;
 
+    // A number that changes once a commit that wrote to `table` is durable, before any of
+    // that commit's callers is told. A cache of what a table holds stays valid while it is
+    // unchanged, provided the version was read before the records: data read before a write
+    // committed is then tagged with a version the write has since moved past.
+    uint64_t version(Table table) const noexcept {
+        return table_versions_[static_cast<size_t>(table)].load(std::memory_order_acquire);
+    }
+
   private:
     friend class ReadTxn;
     friend class WriteTxn;
@@ -194,6 +205,7 @@ class Vault {
     std::atomic<uint64_t> commits_{0};
     std::atomic<uint64_t> writes_{0};
     std::atomic<uint64_t> map_growths_{0};
+    std::array<std::atomic<uint64_t>, k_table_count> table_versions_{};
     std::thread writer_;
 };
 

@@ -81,6 +81,43 @@ TEST_CASE("audit entries chain, list with filters and a cursor, and verify", "[a
     CHECK(verified->last_seq == 6);
 }
 
+TEST_CASE("entries with any text in their fields verify and list as recorded", "[audit]") {
+    Fixture f;
+    const std::vector<std::string> texts = {"plain",
+                                            "",
+                                            "quote \" and backslash \\",
+                                            "tab\tnewline\n",
+                                            std::string("nul\0byte", 8),
+                                            "\x01\x1f\x7f",
+                                            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91",
+                                            "/api/x?y=1&z=%20"};
+    for (const auto& t : texts) {
+        f.audit->record({"agent:" + t, "proxy", t, t, {{"path", t}, {"n", -1}, {"ok", true}}});
+    }
+    f.audit->record({"uid:0", "bad.utf8", "agent:\xff\xfe", "ok", {{"path", "\xc3("}}});
+    f.flush();
+
+    auto verified = f.audit->verify();
+    REQUIRE(verified);
+    CHECK(verified->ok);
+    CHECK(verified->entries == texts.size() + 1);
+
+    auto all = f.audit->list({});
+    REQUIRE(all);
+    REQUIRE(all->entries.size() == texts.size() + 1);
+    for (size_t i = 0; i < texts.size(); ++i) {
+        const auto& e = all->entries[i];
+        CHECK(e["actor"] == "agent:" + texts[i]);
+        CHECK(e["target"] == texts[i]);
+        CHECK(e["outcome"] == texts[i]);
+        CHECK(e["details"]["path"] == texts[i]);
+        CHECK(e["details"]["n"] == -1);
+        CHECK(e["time"].get<std::string>().size() == 20);
+    }
+    // Bytes that are not UTF-8 are stored replaced, and the chain still holds.
+    CHECK(all->entries.back()["target"] == "agent:\xef\xbf\xbd\xef\xbf\xbd");
+}
+
 TEST_CASE("pruning keeps the chain verifiable from its new start", "[audit]") {
     Fixture f;
     for (int i = 0; i < 5; ++i) {
