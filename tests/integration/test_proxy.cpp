@@ -19,6 +19,7 @@
 #include <mutex>
 #include <netinet/in.h>
 #include <poll.h>
+#include <set>
 #include <sstream>
 #include <sys/socket.h>
 #include <thread>
@@ -1174,6 +1175,50 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
     const HttpReply after = g.call("GET", "/api/echo/echo/after", session_of(worker));
     CHECK(after.status == 200);
     CHECK(g.call("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][reuse]") {
+    Gateway g;
+    g.start(json::array({service("echo", g.upstream->base_url(), k_bearer)}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"echo"});
+    g.ok({"agent", "limit", "worker", "--requests", "1000", "--window", "60"});
+    g.set_credential("echo", "sk-echo");
+
+    // Requests that overlap upstream, so each needs a connection of its own; returns the
+    // upstream ports they came from.
+    constexpr int k_burst = 24;
+    auto burst = [&] {
+        g.upstream->clear_requests();
+        std::vector<std::thread> threads;
+        std::atomic<int> answered{0};
+        for (int i = 0; i < k_burst; ++i) {
+            threads.emplace_back([&] {
+                if (g.call("GET", "/api/echo/stall?secs=0.5", session_of(worker)).status == 200) {
+                    ++answered;
+                }
+            });
+        }
+        for (auto& t : threads) {
+            t.join();
+        }
+        CHECK(answered == k_burst);
+        std::set<int> ports;
+        for (const auto& r : g.upstream->requests()) {
+            ports.insert(r.at("peer_port").get<int>());
+        }
+        return ports;
+    };
+    const std::set<int> first = burst();
+    CHECK(first.size() == k_burst);
+    // curl's own bound on idle connections shrinks with the transfers in flight, so as the
+    // burst ended it would have closed some; the next burst must find them all still open.
+    const std::set<int> second = burst();
+    CHECK(second.size() == k_burst);
+    std::vector<int> opened;
+    std::set_difference(second.begin(), second.end(), first.begin(), first.end(),
+                        std::back_inserter(opened));
+    CHECK(opened.empty());
 }
 
 TEST_CASE("the proxy drops hop-by-hop headers both ways and keeps Agentgw-Error its own",

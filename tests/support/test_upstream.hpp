@@ -30,7 +30,8 @@ class TestUpstream {
     std::filesystem::path ca_file() const { return dir_ / "ca.pem"; }
 
     // Every request received so far, oldest first: {"method","target","path","query",
-    // "headers": [[name, value], ...], "body", "body_len"}.
+    // "headers": [[name, value], ...], "body", "body_len", "peer_port"}; peer_port tells the
+    // connections apart.
     std::vector<nlohmann::json> requests() const;
     // Forgets what was recorded so far.
     void clear_requests();

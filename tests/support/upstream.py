@@ -25,9 +25,10 @@ Command line:
 
         {"method": "POST", "target": "/echo/x?a=1", "path": "/echo/x",
          "query": {"a": ["1"]}, "headers": [["Host", "127.0.0.1:4711"], ...],
-         "body": "<body bytes decoded as latin-1>", "body_len": 3}
+         "body": "<body bytes decoded as latin-1>", "body_len": 3, "peer_port": 50312}
 
-    `headers` keeps the received order and the original spelling of names. A request whose
+    `headers` keeps the received order and the original spelling of names; `peer_port` is
+    the client's port, which tells one connection from another. A request whose
     body could not be read (bad chunked framing, short body) gets an extra "error" field.
     Request lines the standard library itself rejects (e.g. malformed) are not recorded.
 
@@ -282,6 +283,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "headers": [[name, value] for name, value in self.headers.items()],
                 "body": body.decode("latin-1"),
                 "body_len": len(body),
+                "peer_port": self.client_address[1],
             }
             if body_error is not None:
                 entry["error"] = body_error
