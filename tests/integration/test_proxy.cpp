@@ -375,6 +375,17 @@ struct Gateway {
         port = port_of(daemon.base_url);
     }
 
+    // One bearer service "echo" on the upstream, with a credential, and alice's agent "worker"
+    // granted it under a limit the test will not reach.
+    Agent start_echo_worker() {
+        start(json::array({service("echo", upstream->base_url(), k_bearer)}));
+        add_user("alice");
+        const Agent worker = add_agent("alice", "worker", {"echo"});
+        ok({"agent", "limit", "worker", "--requests", "1000", "--window", "60"});
+        set_credential("echo", "sk-echo");
+        return worker;
+    }
+
     RunResult cli(const Args& args, const std::optional<std::string>& stdin_data = std::nullopt) {
         Args argv = {AGENTGW_CLI_PATH, "--socket", socket, "--json"};
         argv.insert(argv.end(), args.begin(), args.end());
@@ -1179,11 +1190,7 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
 
 TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][reuse]") {
     Gateway g;
-    g.start(json::array({service("echo", g.upstream->base_url(), k_bearer)}));
-    g.add_user("alice");
-    const Agent worker = g.add_agent("alice", "worker", {"echo"});
-    g.ok({"agent", "limit", "worker", "--requests", "1000", "--window", "60"});
-    g.set_credential("echo", "sk-echo");
+    const Agent worker = g.start_echo_worker();
 
     // Requests that overlap upstream, so each needs a connection of its own; returns the
     // upstream ports they came from.
@@ -1358,11 +1365,7 @@ CURLcode stream_get(const std::string& url, const Headers& headers, curl_write_c
 
 TEST_CASE("the proxy streams responses with bounded memory", "[proxy][stream]") {
     Gateway g;
-    g.start(json::array({service("echo", g.upstream->base_url(), k_bearer)}));
-    g.add_user("alice");
-    const Agent worker = g.add_agent("alice", "worker", {"echo"});
-    g.ok({"agent", "limit", "worker", "--requests", "1000", "--window", "60"});
-    g.set_credential("echo", "sk-echo");
+    const Agent worker = g.start_echo_worker();
     const pid_t daemon_pid = g.daemon.child->pid();
 
     SECTION("server-sent events arrive one by one") {

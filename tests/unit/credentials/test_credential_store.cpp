@@ -27,10 +27,8 @@ struct Fixture {
         vault = std::move(*opened);
         store = std::make_unique<CredentialStore>(*vault, clock);
         // The owners a user- or agent-scoped credential needs.
-        REQUIRE(vault->write([](WriteTxn& txn) -> Status {
-            TRY(txn.put(Table::users, "u1", "{}"));
-            return txn.put(Table::agents, "a1", "{}");
-        }));
+        REQUIRE(test::put(*vault, Table::users, "u1", "{}"));
+        REQUIRE(test::put(*vault, Table::agents, "a1", "{}"));
     }
 
     void set(CredentialScope scope, const std::string& owner, const std::string& secret) {
