@@ -1,6 +1,8 @@
 #include "daemon/crypto/record_cipher.hpp"
 
+#include <array>
 #include <cassert>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -27,6 +29,26 @@ void put_be32(uint8_t* out, uint32_t v) {
 uint32_t get_be32(const uint8_t* in) {
     return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) |
            uint32_t{in[3]};
+}
+
+// A nonce for the next record sealed on this thread, without a system call per record: a
+// random 16-byte prefix drawn once per thread, then a 64-bit counter. XChaCha20 turns the
+// prefix into a subkey and uses the last 8 bytes as the nonce under it, so a counter there is
+// as safe as a random nonce: it never repeats (2^64 records are never reached), and threads
+// and processes never share a prefix except with probability 2^-128.
+void next_nonce(uint8_t* out) {
+    static_assert(k_nonce == 24);
+    thread_local std::array<uint8_t, k_nonce> nonce = [] {
+        std::array<uint8_t, k_nonce> n{};
+        randombytes_buf(n.data(), 16);
+        return n;
+    }();
+    thread_local uint64_t counter = 0;
+    ++counter;
+    for (size_t i = 0; i < 8; ++i) {
+        nonce[16 + i] = static_cast<uint8_t>(counter >> (8 * i));
+    }
+    std::memcpy(out, nonce.data(), k_nonce);
 }
 
 std::string additional_data(std::string_view table, std::string_view record_key, uint32_t key_id) {
@@ -62,7 +84,7 @@ std::string RecordCipher::seal(std::string_view table, std::string_view record_k
     auto* p = reinterpret_cast<uint8_t*>(out.data());
     p[0] = k_format;
     put_be32(p + 1, key_id_);
-    randombytes_buf(p + 5, k_nonce);
+    next_nonce(p + 5);
     unsigned long long written = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt(
         p + k_header, &written, reinterpret_cast<const uint8_t*>(plaintext.data()),

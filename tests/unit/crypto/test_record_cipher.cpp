@@ -1,3 +1,7 @@
+#include <set>
+#include <thread>
+#include <vector>
+
 #include <catch2/catch.hpp>
 
 #include "daemon/crypto/record_cipher.hpp"
@@ -28,6 +32,26 @@ TEST_CASE("sealing twice gives different ciphertexts", "[crypto]") {
     const auto key = SecureBuffer::random(RecordCipher::k_key_size);
     const RecordCipher cipher(key, 1);
     CHECK(cipher.seal("users", "k", "same") != cipher.seal("users", "k", "same"));
+}
+
+TEST_CASE("no two records sealed on any thread share a nonce", "[crypto]") {
+    const auto key = SecureBuffer::random(RecordCipher::k_key_size);
+    const RecordCipher cipher(key, 1);
+    constexpr size_t k_per_thread = 2000;
+    // The nonce follows the format byte and the key id.
+    auto nonces_of = [&](std::vector<std::string>& out) {
+        for (size_t i = 0; i < k_per_thread; ++i) {
+            out.push_back(cipher.seal("audit", "k", "same").substr(5, 24));
+        }
+    };
+    std::vector<std::string> here;
+    std::vector<std::string> there;
+    nonces_of(here);
+    std::thread other([&] { nonces_of(there); });
+    other.join();
+    std::set<std::string> all(here.begin(), here.end());
+    all.insert(there.begin(), there.end());
+    CHECK(all.size() == 2 * k_per_thread);
 }
 
 TEST_CASE("any flipped byte makes a record fail to open", "[crypto]") {
