@@ -1,7 +1,9 @@
 #include "daemon/audit/audit_log.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <iterator>
+#include <utility>
 
 #include <fmt/format.h>
 #include <sodium.h>
@@ -123,14 +125,20 @@ void append_json_number(std::string& out, auto n) {
 // through a json object because every proxied request appends one; verify() re-serialises the
 // parsed entry with dump(), so any difference would show as a broken chain.
 std::string entry_text(uint64_t seq, int64_t time_ms, const std::string& time,
-                       const AuditEvent& event, const std::string& prev) {
+                       const AuditEvent& event, const std::string& details_text,
+                       const std::string& prev) {
     std::string text;
     text.reserve(256);
     text.append("{\"action\":");
     append_json_string(text, event.action);
     text.append(",\"actor\":");
     append_json_string(text, event.actor);
-    text.append(",\"details\":").append(dump(event.details));
+    text.append(",\"details\":");
+    if (details_text.empty()) {
+        text.append(dump(event.details));
+    } else {
+        text.append(details_text);
+    }
     text.append(",\"outcome\":");
     append_json_string(text, event.outcome);
     text.append(",\"prev\":");
@@ -148,6 +156,46 @@ std::string entry_text(uint64_t seq, int64_t time_ms, const std::string& time,
 }
 
 }  // namespace
+
+void DetailsText::begin_member(std::string_view key) {
+    assert(text_.empty() || key > last_key_);
+    last_key_ = key;
+    if (text_.empty()) {
+        text_.reserve(160);
+        text_.push_back('{');
+    } else {
+        text_.push_back(',');
+    }
+    append_json_string(text_, key);
+    text_.push_back(':');
+}
+
+DetailsText& DetailsText::add(std::string_view key, std::string_view value) {
+    begin_member(key);
+    append_json_string(text_, value);
+    return *this;
+}
+
+DetailsText& DetailsText::add(std::string_view key, int64_t value) {
+    begin_member(key);
+    append_json_number(text_, value);
+    return *this;
+}
+
+DetailsText& DetailsText::add(std::string_view key, uint64_t value) {
+    begin_member(key);
+    append_json_number(text_, value);
+    return *this;
+}
+
+std::string DetailsText::take() {
+    if (text_.empty()) {
+        text_.push_back('{');
+    }
+    text_.push_back('}');
+    last_key_.clear();
+    return std::exchange(text_, {});
+}
 
 Status AuditLog::init() {
     return vault_.write([](WriteTxn& txn) -> Status {
@@ -169,7 +217,7 @@ Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
     std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
     int64_t time_secs = -1;
     std::string time;  // rfc3339 of time_secs: a batch mostly shares one second
-    for (const auto& [now_ms, event] : events) {
+    for (const auto& [now_ms, event, details_text] : events) {
         ++seq;
         if (now_ms / 1000 != time_secs) {
             time_secs = now_ms / 1000;
@@ -177,7 +225,7 @@ Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
         }
         // The stored entry is the hashed text with "hash" added at its end (verify() parses
         // it, so the key order there does not matter).
-        std::string text = entry_text(seq, now_ms, time, event, prev);
+        std::string text = entry_text(seq, now_ms, time, event, details_text, prev);
         std::string hash = chain_hash_of_text(prev, text);
         text.pop_back();  // the closing brace
         text.append(",\"hash\":\"").append(hash).append("\"}");
@@ -193,11 +241,15 @@ void AuditLog::defer_with(Scheduler schedule, size_t max_batch) {
 }
 
 void AuditLog::record(AuditEvent event) {
+    record(std::move(event), std::string());
+}
+
+void AuditLog::record(AuditEvent event, std::string details_text) {
     bool queue_now = false;
     bool schedule = false;
     {
         const std::lock_guard lock(pending_->mutex);
-        pending_->events.push_back({clock_.now_ms(), std::move(event)});
+        pending_->events.push_back({clock_.now_ms(), std::move(event), std::move(details_text)});
         if (!pending_->write_queued) {
             if (!schedule_ || pending_->events.size() >= max_batch_) {
                 queue_now = pending_->write_queued = true;
@@ -247,7 +299,7 @@ void AuditLog::queue_write() {
 }
 
 boost::asio::awaitable<Status> AuditLog::append(const AuditEvent& event) {
-    const std::vector<Stamped> events{{clock_.now_ms(), event}};
+    const std::vector<Stamped> events{{clock_.now_ms(), event, {}}};
     const Vault::WriteFn write = [&events](WriteTxn& txn) { return append_all(txn, events); };
     Status s = co_await async_write(vault_, write);
     if (!s) {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -27,6 +28,24 @@ struct AuditEvent {
     std::string target;   // what it acted on ("agent:<id>", "service:openai", ...)
     std::string outcome;  // "ok", or the error type
     nlohmann::json details = nlohmann::json::object();  // never a secret
+};
+
+// Writes an audit event's details as the text the log stores: a JSON object exactly as
+// nlohmann::json::dump() writes it (no spaces, keys sorted), without building the object.
+// Members must be added in increasing key order.
+class DetailsText {
+  public:
+    DetailsText& add(std::string_view key, std::string_view value);
+    DetailsText& add(std::string_view key, int64_t value);
+    DetailsText& add(std::string_view key, uint64_t value);
+    // The finished object; the writer is empty afterwards.
+    std::string take();
+
+  private:
+    void begin_member(std::string_view key);
+
+    std::string text_;
+    std::string last_key_;  // the last key added, to check the order
 };
 
 struct AuditQuery {
@@ -64,6 +83,9 @@ class AuditLog {
     // whatever else was recorded meanwhile. Failures are logged, never thrown at the caller.
     // Without a scheduler the write is queued at once; with one, see defer_with().
     void record(AuditEvent event);
+    // The same, with the details already written by DetailsText (`event.details` is ignored):
+    // for callers on a hot path, which would otherwise build and destroy a JSON tree per call.
+    void record(AuditEvent event, std::string details_text);
 
     // Runs a callback once, a little later (on a timer of the caller's event loop).
     using Scheduler = std::function<void(std::function<void()>)>;
@@ -96,6 +118,7 @@ class AuditLog {
     struct Stamped {
         int64_t time_ms;
         AuditEvent event;
+        std::string details_text;  // when set, stored instead of event.details
     };
     // The write that appends `events` at the end of the chain, read from the transaction itself
     // (so it stays right when a batch is retried after the map grows).

@@ -118,6 +118,42 @@ TEST_CASE("entries with any text in their fields verify and list as recorded", "
     CHECK(all->entries.back()["target"] == "agent:\xef\xbf\xbd\xef\xbf\xbd");
 }
 
+TEST_CASE("details written as text are stored as dump() writes them, and verify", "[audit]") {
+    Fixture f;
+    const std::vector<std::string> paths = {"/v1/models", "quote \" and backslash \\",
+                                            std::string("nul\0byte", 8), "caf\xc3\xa9",
+                                            "bad \xc3("};
+    for (const auto& path : paths) {
+        const std::string text = DetailsText()
+                                     .add("bytes_in", uint64_t{18446744073709551615u})
+                                     .add("duration_ms", int64_t{-3})
+                                     .add("method", "GET")
+                                     .add("path", path)
+                                     .add("status", uint64_t{200})
+                                     .take();
+        const nlohmann::json object = {{"path", path},
+                                       {"status", 200},
+                                       {"method", "GET"},
+                                       {"duration_ms", -3},
+                                       {"bytes_in", 18446744073709551615u}};
+        CHECK(text == object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        f.audit->record({"agent:a1", "proxy", "service:s", "ok", {{"ignored", true}}}, text);
+    }
+    CHECK(DetailsText().take() == "{}");
+    f.flush();
+
+    auto verified = f.audit->verify();
+    REQUIRE(verified);
+    CHECK(verified->ok);
+    auto all = f.audit->list({});
+    REQUIRE(all);
+    REQUIRE(all->entries.size() == paths.size());
+    CHECK(all->entries[0]["details"]["path"] == "/v1/models");
+    CHECK(all->entries[0]["details"]["status"] == 200);
+    CHECK_FALSE(all->entries[0]["details"].contains("ignored"));
+    CHECK(all->entries[2]["details"]["path"] == paths[2]);
+}
+
 TEST_CASE("pruning keeps the chain verifiable from its new start", "[audit]") {
     Fixture f;
     for (int i = 0; i < 5; ++i) {
