@@ -1,9 +1,10 @@
 #include "daemon/agent/proxy.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
-#include <set>
+#include <iterator>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -51,12 +52,16 @@ struct Call {
 // A stage either lets the request continue (nullopt) or answers it.
 using Stage = std::optional<Response> (*)(AgentApiContext&, Call&);
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+// Whether an encoded path segment holds %2F or %5C (a slash or a backslash), in either case.
+bool encodes_slash(std::string_view segment) {
+    for (size_t i = segment.find('%'); i != std::string_view::npos && i + 2 < segment.size();
+         i = segment.find('%', i + 1)) {
+        const std::string_view code = segment.substr(i + 1, 2);
+        if (beast::iequals(code, "2f") || beast::iequals(code, "5c")) {
+            return true;
+        }
     }
-    return out;
+    return false;
 }
 
 Response bad_request(std::string_view message) {
@@ -78,21 +83,24 @@ class HopByHop {
                 token.remove_suffix(1);
             }
             if (!token.empty()) {
-                named_.insert(lower(token));
+                named_.push_back(token);
             }
             start = end + 1;
         }
     }
-    // `name` is lower case.
-    bool contains(const std::string& name) const {
-        static const std::set<std::string, std::less<>> k_fixed = {
+    // Names compare without regard to case.
+    bool contains(std::string_view name) const {
+        static constexpr std::string_view k_fixed[] = {
             "connection", "keep-alive",        "te",      "trailer",
             "upgrade",    "transfer-encoding", "trailers"};
-        return k_fixed.contains(name) || name.starts_with("proxy-") || named_.contains(name);
+        auto is = [name](std::string_view other) { return beast::iequals(name, other); };
+        return std::any_of(std::begin(k_fixed), std::end(k_fixed), is) ||
+               (name.size() >= 6 && beast::iequals(name.substr(0, 6), "proxy-")) ||
+               std::any_of(named_.begin(), named_.end(), is);
     }
 
   private:
-    std::set<std::string, std::less<>> named_;
+    std::vector<std::string_view> named_;  // views into the Connection value given
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -117,9 +125,7 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     call.service_id = (*it).decode();
     for (++it; it != segments.end(); ++it) {
         const std::string_view encoded = *it;
-        const std::string lowered = lower(encoded);
-        if (lowered.find("%2f") != std::string::npos || lowered.find("%5c") != std::string::npos ||
-            encoded.find('\\') != std::string_view::npos) {
+        if (encodes_slash(encoded) || encoded.find('\\') != std::string_view::npos) {
             return bad_request("encoded slashes and backslashes are not allowed in the path");
         }
         const std::string decoded = (*it).decode();
@@ -335,13 +341,15 @@ void copy_request_headers(const Call& call, upstream::UpstreamRequest& up) {
         connection.append(it->value()).append(",");
     }
     const HopByHop hop(connection);
-    const std::string injected =
-        call.service->auth.type == AuthSpec::Type::header ? lower(call.service->auth.name) : "";
+    const std::string_view injected = call.service->auth.type == AuthSpec::Type::header
+                                          ? std::string_view(call.service->auth.name)
+                                          : std::string_view();
     for (const auto& field : call.req) {
-        const std::string name = lower(field.name_string());
-        if (hop.contains(name) || name == "host" || name == "content-length" || name == "expect" ||
-            name == "x-session-id" || name == "authorization" || name == "x-api-key" ||
-            name == injected) {
+        const std::string_view name = field.name_string();
+        auto is = [name](std::string_view other) { return beast::iequals(name, other); };
+        if (hop.contains(name) || is("host") || is("content-length") || is("expect") ||
+            is("x-session-id") || is("authorization") || is("x-api-key") ||
+            (!injected.empty() && is(injected))) {
             continue;
         }
         // curl reads "Name:" as "remove Name"; "Name;" is how it sends an empty value.
@@ -461,16 +469,17 @@ class ProxyExchange {
         if (call_.service != nullptr && outcome != "rate_limit_exceeded") {
             ctx_.metrics.observe_proxy(call_.service->id, secs);
         }
-        nlohmann::json details = {{"method", call_.method},
-                                  {"path", call_.match_path},
-                                  {"status", status},
-                                  {"latency_ms", static_cast<int64_t>(latency_ms_)},
-                                  {"duration_ms", static_cast<int64_t>(secs * 1000)},
-                                  {"bytes_in", bytes_in},
-                                  {"bytes_out", bytes_out}};
         ctx_.audit.record({call_.agent ? "agent:" + call_.agent->id : "unauthenticated", "proxy",
-                           "service:" + call_.service_id, outcome.empty() ? "ok" : outcome,
-                           std::move(details)});
+                           "service:" + call_.service_id, outcome.empty() ? "ok" : outcome},
+                          DetailsText()
+                              .add("bytes_in", bytes_in)
+                              .add("bytes_out", bytes_out)
+                              .add("duration_ms", static_cast<int64_t>(secs * 1000))
+                              .add("latency_ms", static_cast<int64_t>(latency_ms_))
+                              .add("method", call_.method)
+                              .add("path", call_.match_path)
+                              .add("status", uint64_t{status})
+                              .take());
     }
 
     asio::awaitable<bool> forward() {
@@ -619,39 +628,39 @@ class ProxyExchange {
     // The upstream's answer, streamed to the agent as it arrives.
     asio::awaitable<bool> relay(upstream::Transfer& transfer, bool head_request, bool keep_alive,
                                 uint64_t bytes_in) {
-        const upstream::ResponseHead& head = transfer.head();
-        beast_http::response<beast_http::empty_body> res;
+        upstream::ResponseHead& head = transfer.head();
+        const unsigned status = head.status;
+        // The upstream's fields become the answer's, minus those that are not passed on.
+        beast_http::response<beast_http::empty_body> res{
+            beast_http::response_header<>(std::move(head.headers))};
         res.version(11);
-        res.result(head.status);
+        res.result(status);
         std::string connection;
-        for (const auto& [name, value] : head.headers) {
-            if (beast::iequals(name, "connection")) {
-                connection.append(value).append(",");
-            }
+        for (auto [it, end] = res.equal_range(beast_http::field::connection); it != end; ++it) {
+            connection.append(it->value()).append(",");
         }
         const HopByHop hop(connection);
         std::optional<uint64_t> length;
-        for (const auto& [name, value] : head.headers) {
-            const std::string lname = lower(name);
-            // Agentgw-Error marks the gateway's own answers; an upstream may not forge one.
-            if (hop.contains(lname) || lname == "agentgw-error") {
-                continue;
-            }
-            if (lname == "content-length") {
+        for (auto it = res.begin(); it != res.end();) {
+            const std::string_view name = it->name_string();
+            const std::string_view value = it->value();
+            if (beast::iequals(name, "content-length")) {
                 uint64_t n = 0;
                 const auto [end, ec] =
                     std::from_chars(value.data(), value.data() + value.size(), n);
                 if (ec == std::errc() && end == value.data() + value.size()) {
                     length = n;
                 }
+            } else if (!hop.contains(name) && !beast::iequals(name, "agentgw-error")) {
+                ++it;  // Agentgw-Error marks the gateway's own answers: an upstream may not forge
+                       // one
                 continue;
             }
-            res.insert(name, value);
+            it = res.erase(it);
         }
-        const bool bodiless =
-            head_request || head.status == 204 || head.status == 304 || head.status < 200;
+        const bool bodiless = head_request || status == 204 || status == 304 || status < 200;
         const bool chunked = !bodiless && !length;
-        if (length && head.status != 204) {
+        if (length && status != 204) {
             res.content_length(*length);
         }
         if (chunked) {
@@ -669,6 +678,7 @@ class ProxyExchange {
         beast_http::response_serializer<beast_http::empty_body> sr{res};
         sr.split(true);
         std::vector<asio::const_buffer> head_buffers;
+        head_buffers.reserve(64);  // a few per field
         boost::system::error_code hec;
         sr.next(hec, [&](boost::system::error_code&, const auto& buffers) {
             for (const asio::const_buffer b : beast::buffers_range_ref(buffers)) {
@@ -682,6 +692,7 @@ class ProxyExchange {
         std::string piece;
         std::optional<upstream::Failure> broken;
         std::vector<asio::const_buffer> out;
+        out.reserve(head_buffers.size() + 8);
         while (client_ok) {
             out.clear();
             if (!head_sent) {
@@ -735,7 +746,7 @@ class ProxyExchange {
         } else if (!client_ok) {
             outcome = "client_gone";
         }
-        audit(head.status, outcome, bytes_in, sent);
+        audit(status, outcome, bytes_in, sent);
         co_return client_ok && !broken && keep_alive;
     }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -261,13 +262,14 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
     if (t.head_done_) {
         return len;  // trailers of a chunked body: not forwarded
     }
-    t.last_activity_ = Clock::now();
     const std::string_view line(data, len);
     if (line.starts_with("HTTP/")) {
+        t.last_activity_ = Clock::now();
         t.head_.headers.clear();  // a new status line: an interim response came before
         return len;
     }
     if (line == "\r\n" || line == "\n") {
+        t.last_activity_ = Clock::now();
         long code = 0;
         curl_easy_getinfo(t.easy_, CURLINFO_RESPONSE_CODE, &code);
         if (code >= 100 && code < 200) {
@@ -279,18 +281,23 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
         t.wake();
         return len;
     }
-    if ((line.front() == ' ' || line.front() == '\t') && !t.head_.headers.empty()) {
-        auto& value = t.head_.headers.back().second;  // obsolete line folding
+    auto& headers = t.head_.headers;
+    if ((line.front() == ' ' || line.front() == '\t') && headers.begin() != headers.end()) {
+        // Obsolete line folding: the line continues the last field's value.
+        const auto last = std::prev(headers.end());
+        const std::string name(last->name_string());
+        std::string value(last->value());
         value.push_back(' ');
         value.append(trim(line));
+        headers.erase(last);
+        headers.insert(name, value);
         return len;
     }
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0) {
         return len;  // not a header line; curl has already judged the response
     }
-    t.head_.headers.emplace_back(std::string(line.substr(0, colon)),
-                                 std::string(trim(line.substr(colon + 1))));
+    headers.insert(line.substr(0, colon), trim(line.substr(colon + 1)));
     return len;
 }
 

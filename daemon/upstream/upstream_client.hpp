@@ -27,6 +27,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/http/fields.hpp>
 #include <curl/curl.h>
 
 namespace agentgw::upstream {
@@ -53,7 +54,7 @@ struct UpstreamRequest {
 
 struct ResponseHead {
     unsigned status = 0;
-    std::vector<std::pair<std::string, std::string>> headers;  // as received, in order
+    boost::beast::http::fields headers;  // as received, in order
 };
 
 // Why an exchange failed.
@@ -86,6 +87,7 @@ class Transfer {
     // Resumes when the response head is complete, or with the failure that ended the exchange.
     boost::asio::awaitable<std::optional<Failure>> wait_head();
     const ResponseHead& head() const { return head_; }
+    ResponseHead& head() { return head_; }  // the owner may take the headers once it has it
 
     // The next piece of the response body into `out` (replacing its content). An empty `out`
     // with no failure means the body is complete.
