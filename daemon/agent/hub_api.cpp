@@ -153,15 +153,15 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
                                       {{"message", published.error().message}}});
                     co_return http::error_response(published.error());
                 }
-                ctx.audit.record({"agent:" + agent.id,
-                                  "hub.publish",
-                                  "blob:" + published->fingerprint,
-                                  "ok",
-                                  {{"name", input->name},
-                                   {"bytes", input->data.size()},
-                                   {"ttl", input->ttl_secs},
-                                   {"once", input->once},
-                                   {"recipients", input->recipient_ids.size()}}});
+                ctx.audit.record(
+                    {"agent:" + agent.id, "hub.publish", "blob:" + published->fingerprint, "ok"},
+                    DetailsText()
+                        .add("bytes", uint64_t{input->data.size()})
+                        .add("name", input->name)
+                        .add("once", input->once)
+                        .add("recipients", uint64_t{input->recipient_ids.size()})
+                        .add("ttl", int64_t{input->ttl_secs})
+                        .take());
                 co_return http::json_response(HttpStatus::ok, publish_receipt(*published));
             }));
 
@@ -177,11 +177,9 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
                                       outcome_of(blob.error()), json::object()});
                     co_return http::error_response(blob.error());
                 }
-                ctx.audit.record({"agent:" + agent.id,
-                                  "hub.retrieve",
-                                  target,
-                                  "ok",
-                                  {{"name", blob->name}, {"once", blob->once}}});
+                ctx.audit.record(
+                    {"agent:" + agent.id, "hub.retrieve", target, "ok"},
+                    DetailsText().add("name", blob->name).add("once", blob->once).take());
                 if (wants_plain_text(c.req[boost::beast::http::field::accept])) {
                     Response res{HttpStatus::ok, 11};
                     res.set(boost::beast::http::field::content_type, "text/plain; charset=utf-8");

@@ -176,6 +176,12 @@ DetailsText& DetailsText::add(std::string_view key, std::string_view value) {
     return *this;
 }
 
+DetailsText& DetailsText::add(std::string_view key, bool value) {
+    begin_member(key);
+    text_.append(value ? "true" : "false");
+    return *this;
+}
+
 DetailsText& DetailsText::add(std::string_view key, int64_t value) {
     begin_member(key);
     append_json_number(text_, value);

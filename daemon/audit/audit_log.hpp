@@ -36,6 +36,10 @@ struct AuditEvent {
 class DetailsText {
   public:
     DetailsText& add(std::string_view key, std::string_view value);
+    DetailsText& add(std::string_view key, const char* value) {
+        return add(key, std::string_view(value));  // not the bool overload
+    }
+    DetailsText& add(std::string_view key, bool value);
     DetailsText& add(std::string_view key, int64_t value);
     DetailsText& add(std::string_view key, uint64_t value);
     // The finished object; the writer is empty afterwards.

@@ -128,14 +128,13 @@ TEST_CASE("details written as text are stored as dump() writes them, and verify"
                                      .add("bytes_in", uint64_t{18446744073709551615u})
                                      .add("duration_ms", int64_t{-3})
                                      .add("method", "GET")
+                                     .add("once", false)
                                      .add("path", path)
                                      .add("status", uint64_t{200})
                                      .take();
-        const nlohmann::json object = {{"path", path},
-                                       {"status", 200},
-                                       {"method", "GET"},
-                                       {"duration_ms", -3},
-                                       {"bytes_in", 18446744073709551615u}};
+        const nlohmann::json object = {{"path", path},      {"status", 200},
+                                       {"method", "GET"},   {"once", false},
+                                       {"duration_ms", -3}, {"bytes_in", 18446744073709551615u}};
         CHECK(text == object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         f.audit->record({"agent:a1", "proxy", "service:s", "ok", {{"ignored", true}}}, text);
     }
