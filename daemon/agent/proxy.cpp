@@ -652,8 +652,9 @@ class ProxyExchange {
                     length = n;
                 }
             } else if (!hop.contains(name) && !beast::iequals(name, "agentgw-error")) {
-                ++it;  // Agentgw-Error marks the gateway's own answers: an upstream may not forge
-                       // one
+                // Passed on. (Agentgw-Error marks the gateway's own answers: an upstream may not
+                // forge one.)
+                ++it;
                 continue;
             }
             it = res.erase(it);
