@@ -36,11 +36,12 @@ constexpr long k_receive_buffer = 64 * 1024;
 // Easy handles kept for reuse: creating one and tearing it down costs more than a reset.
 constexpr size_t k_spare_handles = 64;
 
-// Idle upstream connections kept open for reuse, over all services. curl's default bound is
-// four per easy handle in the multi handle at that moment, and each transfer's handle leaves
-// the multi handle when it ends: a dip in the number of requests in flight made curl close
-// connections that the next burst had to open again.
-constexpr long k_idle_connections = 128;
+// Upstream connections curl keeps open when a transfer ends, over all services, counting the
+// ones still busy: with more requests in flight than this, each that ends closes a connection
+// and the next opens one (at 256 connections a bound of 128 made two requests in three
+// connect). curl's default bound is four per easy handle in the multi handle at that moment,
+// which a dip in the requests in flight shrinks, closing connections the next burst needs.
+constexpr long k_idle_connections = 512;
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
@@ -104,7 +105,7 @@ Transfer::~Transfer() {
 
 void Transfer::release_handle() {
     if (easy_ != nullptr) {
-        client_.recycle(easy_);  // reset first: the handle points at the header list
+        client_.recycle(easy_, own_ca_);  // first: the handle points at the header list
         easy_ = nullptr;
     }
     // The header list may hold the credential.
@@ -389,31 +390,22 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
     }
     t->headers_ = curl_slist_append(t->headers_, "Expect:");
 
+    // The handle has the options every transfer shares (configure_handle); these are the
+    // ones that differ, each set every time so that nothing of an earlier transfer is left.
     curl_easy_setopt(e, CURLOPT_URL, r.url.c_str());
     curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers_);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, r.allow_http ? "http,https" : "https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);  // the proxy has validated the path already
-    curl_easy_setopt(e, CURLOPT_PROXY, "");       // ignore http_proxy and friends
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(r.connect_timeout.count()));
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, k_receive_buffer);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
     if (!r.ca_file.empty()) {
         curl_easy_setopt(e, CURLOPT_CAINFO, r.ca_file.c_str());
+        t->own_ca_ = true;
     }
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &UpstreamClient::on_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, this);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, &UpstreamClient::on_close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, this);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
-
+    // A plain GET with no upload and a body, as an earlier transfer may have left otherwise.
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, nullptr);
     if (r.method == "HEAD") {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (r.method != "GET" || r.has_body) {
@@ -421,7 +413,6 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
     }
     if (r.has_body) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(e, CURLOPT_READFUNCTION, &Transfer::on_read);
         curl_easy_setopt(e, CURLOPT_READDATA, t.get());
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
                          r.body_size ? static_cast<curl_off_t>(*r.body_size) : curl_off_t{-1});
@@ -447,21 +438,54 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
 }
 
 CURL* UpstreamClient::take_handle() {
-    if (spare_handles_.empty()) {
-        return curl_easy_init();
+    if (!spare_handles_.empty()) {
+        CURL* easy = spare_handles_.back();
+        spare_handles_.pop_back();
+        return easy;
     }
-    CURL* easy = spare_handles_.back();
-    spare_handles_.pop_back();
+    CURL* easy = curl_easy_init();
+    if (easy != nullptr) {
+        configure_handle(easy);
+    }
     return easy;
 }
 
-void UpstreamClient::recycle(CURL* easy) {
+void UpstreamClient::configure_handle(CURL* e) {
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);  // the proxy has validated the path already
+    curl_easy_setopt(e, CURLOPT_PROXY, "");       // ignore http_proxy and friends
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, k_receive_buffer);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &UpstreamClient::on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, this);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, &UpstreamClient::on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, this);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::on_write);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, &Transfer::on_read);
+}
+
+void UpstreamClient::recycle(CURL* easy, bool reset) {
     if (spare_handles_.size() >= k_spare_handles) {
         curl_easy_cleanup(easy);
         return;
     }
-    // Back to the defaults: no URL, header list or callback of the last transfer survives.
-    curl_easy_reset(easy);
+    if (reset) {
+        // A CA file cannot be unset back to the built-in trust store: start over.
+        curl_easy_reset(easy);
+        configure_handle(easy);
+    } else {
+        // Kept configured, which spares curl freeing and allocating its receive buffer and
+        // option strings per transfer; nothing of the finished transfer stays reachable.
+        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
+        curl_easy_setopt(easy, CURLOPT_PRIVATE, nullptr);
+        curl_easy_setopt(easy, CURLOPT_HEADERDATA, nullptr);
+        curl_easy_setopt(easy, CURLOPT_WRITEDATA, nullptr);
+        curl_easy_setopt(easy, CURLOPT_READDATA, nullptr);
+    }
     spare_handles_.push_back(easy);
 }
 

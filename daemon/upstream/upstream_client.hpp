@@ -119,6 +119,7 @@ class Transfer {
 
     UpstreamClient& client_;
     CURL* easy_ = nullptr;
+    bool own_ca_ = false;  // easy_ was given a CA file: reset it before another transfer
     curl_slist* headers_ = nullptr;
     bool in_multi_ = false;
     std::chrono::milliseconds timeout_{};
@@ -181,13 +182,14 @@ class UpstreamClient {
     void collect_done();
     void remove(Transfer& t);
     CURL* take_handle();
-    void recycle(CURL* easy);
+    void configure_handle(CURL* easy);
+    void recycle(CURL* easy, bool reset);
 
     boost::asio::io_context& ioc_;
     CURLM* multi_ = nullptr;
     boost::asio::steady_timer timer_;
     std::unordered_map<curl_socket_t, std::shared_ptr<Watch>> watches_;
-    std::vector<CURL*> spare_handles_;  // reset easy handles, kept for the next transfers
+    std::vector<CURL*> spare_handles_;  // easy handles with only the shared options set
     uint64_t next_generation_ = 1;
     std::unordered_set<Transfer*> running_;                 // in the multi handle
     bool closed_ = false;                                   // close() or abort_all() was called

@@ -1228,6 +1228,50 @@ TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][r
     CHECK(opened.empty());
 }
 
+TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+
+    // One request at a time, so every one runs on the easy handle the last one left behind.
+    auto last_request = [&] {
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        g.upstream->clear_requests();
+        return requests[0];
+    };
+    auto check_get = [&](const std::string& tag) {
+        const HttpReply r = g.call("GET", "/api/echo/echo/" + tag, session_of(worker));
+        REQUIRE(r.status == 200);
+        CHECK_FALSE(r.body.empty());
+        const json seen = last_request();
+        CHECK(seen.at("method") == "GET");
+        CHECK(seen.at("target") == "/echo/" + tag);
+        CHECK(seen.at("body_len") == 0);
+        CHECK_FALSE(header_recorded(seen, "Content-Length"));
+        CHECK_FALSE(header_recorded(seen, "Transfer-Encoding"));
+    };
+
+    g.upstream->clear_requests();
+    REQUIRE(g.call("POST", "/api/echo/echo/post", session_of(worker), "posted").status == 200);
+    CHECK(last_request().at("body") == "posted");
+    check_get("after-post");
+
+    const RawReply head =
+        raw_exchange(g.port, "HEAD /api/echo/echo/head HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+                                 worker.session + "\r\nConnection: close\r\n\r\n");
+    CHECK(head.status == 200);
+    CHECK(last_request().at("method") == "HEAD");
+    check_get("after-head");
+
+    REQUIRE(g.call("PUT", "/api/echo/echo/put", session_of(worker), "put body").status == 200);
+    const json put = last_request();
+    CHECK(put.at("method") == "PUT");
+    CHECK(put.at("body") == "put body");
+    REQUIRE(g.call("DELETE", "/api/echo/echo/delete", session_of(worker)).status == 200);
+    CHECK(last_request().at("method") == "DELETE");
+    check_get("after-delete");
+}
+
 TEST_CASE("the proxy drops hop-by-hop headers both ways and keeps Agentgw-Error its own",
           "[proxy][headers]") {
     const std::string body = R"({"error":"upstream's own"})";
