@@ -1256,9 +1256,9 @@ TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]
     CHECK(last_request().at("body") == "posted");
     check_get("after-post");
 
-    const RawReply head =
-        raw_exchange(g.port, "HEAD /api/echo/echo/head HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
-                                 worker.session + "\r\nConnection: close\r\n\r\n");
+    const RawReply head = raw_exchange(
+        g.port, "HEAD /api/echo/echo/head HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session +
+                    "\r\nConnection: close\r\n\r\n");
     CHECK(head.status == 200);
     CHECK(last_request().at("method") == "HEAD");
     check_get("after-head");
