@@ -526,7 +526,8 @@ TEST_CASE("failed logins are limited per client address", "[agent_api][login][ra
 TEST_CASE("GET /healthz and GET /metrics", "[agent_api][metrics]") {
     TempDir up_dir;
     TestUpstream upstream(up_dir.path());
-    const std::string dead_url = "http://127.0.0.1:" + std::to_string(closed_port());
+    const RefusingPort dead;
+    const std::string dead_url = dead.url();
     Gateway g(services_file({service("up", upstream.base_url(), "test upstream"),
                              service("dead", dead_url, "nothing listens")}));
     g.user("alice");

@@ -1104,9 +1104,9 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
           "[proxy][upstream]") {
     Gateway g;
     const std::string up = g.upstream->base_url();
+    const RefusingPort down;
     g.start(json::array({service("echo", up, k_bearer),
-                         service("down", "http://127.0.0.1:" + std::to_string(closed_port()),
-                                 k_bearer, {{"connect_timeout_secs", 2}}),
+                         service("down", down.url(), k_bearer, {{"connect_timeout_secs", 2}}),
                          service("slow", up, k_bearer, {{"timeout_secs", 2}})}));
     g.add_user("alice");
     const Agent worker = g.add_agent("alice", "worker", {"echo", "down", "slow"});

@@ -5,7 +5,9 @@
 #include <netinet/in.h>
 #include <stdexcept>
 #include <sys/socket.h>
+#include <tuple>
 #include <unistd.h>
+#include <utility>
 
 #include <curl/curl.h>
 
@@ -34,10 +36,13 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
 
 }  // namespace
 
-uint16_t closed_port() {
+namespace {
+
+// A TCP socket bound to 127.0.0.1 on a port the kernel picks, and that port.
+std::pair<int, uint16_t> bind_loopback(const char* who) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        throw std::runtime_error("closed_port: socket failed");
+        throw std::runtime_error(std::string(who) + ": socket failed");
     }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -45,11 +50,27 @@ uint16_t closed_port() {
     socklen_t len = sizeof addr;
     const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-    ::close(fd);
     if (!ok) {
-        throw std::runtime_error("closed_port: cannot bind a port on 127.0.0.1");
+        ::close(fd);
+        throw std::runtime_error(std::string(who) + ": cannot bind a port on 127.0.0.1");
     }
-    return ntohs(addr.sin_port);
+    return {fd, ntohs(addr.sin_port)};
+}
+
+}  // namespace
+
+uint16_t closed_port() {
+    const auto [fd, port] = bind_loopback("closed_port");
+    ::close(fd);
+    return port;
+}
+
+RefusingPort::RefusingPort() {
+    std::tie(fd_, port_) = bind_loopback("RefusingPort");
+}
+
+RefusingPort::~RefusingPort() {
+    ::close(fd_);
 }
 
 HttpReply http_request(const std::string& method, const std::string& url, const std::string& body,

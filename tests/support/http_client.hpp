@@ -22,8 +22,25 @@ inline std::string header(const HttpReply& reply, const std::string& name) {
 }
 
 // A port on 127.0.0.1 nobody listens on right now: bound by the kernel's choice, then closed.
-// For an address that refuses connections, or for a listener made elsewhere.
+// For a listener made elsewhere; another process may take the port before that listener does.
 uint16_t closed_port();
+
+// A port on 127.0.0.1 that refuses connections for as long as this lives: a socket holds it
+// bound without listening, so no other socket can take it and start accepting.
+class RefusingPort {
+  public:
+    RefusingPort();
+    ~RefusingPort();
+    RefusingPort(const RefusingPort&) = delete;
+    RefusingPort& operator=(const RefusingPort&) = delete;
+
+    uint16_t port() const { return port_; }
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+  private:
+    int fd_ = -1;
+    uint16_t port_ = 0;
+};
 
 HttpReply http_request(const std::string& method, const std::string& url,
                        const std::string& body = {}, const std::vector<std::string>& headers = {},
