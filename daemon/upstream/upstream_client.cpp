@@ -366,7 +366,8 @@ UpstreamClient::~UpstreamClient() {
     watches_.clear();
 }
 
-std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
+std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r,
+                                                std::optional<std::string> body) {
     std::unique_ptr<Transfer> t(new Transfer(*this, ioc_.get_executor()));
     t->easy_ = take_handle();
     if (t->easy_ == nullptr) {
@@ -378,15 +379,22 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
     t->timeout_ = r.timeout;
 
     bool has_accept = false;
+    bool has_content_type = false;
     for (const auto& h : r.headers) {
-        has_accept =
-            has_accept || boost::beast::iequals(std::string_view(h).substr(0, 7), "accept:");
+        const std::string_view line(h);
+        has_accept = has_accept || boost::beast::iequals(line.substr(0, 7), "accept:");
+        has_content_type =
+            has_content_type || boost::beast::iequals(line.substr(0, 13), "content-type:");
         t->headers_ = curl_slist_append(t->headers_, h.c_str());
     }
-    // curl would add "Accept: */*" and, for large or chunked uploads, "Expect: 100-continue";
-    // the upstream should see the agent's request, not curl's habits.
+    // curl would add "Accept: */*", for large or chunked uploads "Expect: 100-continue", and
+    // for a body given whole a form Content-Type; the upstream should see the agent's
+    // request, not curl's habits.
     if (!has_accept) {
         t->headers_ = curl_slist_append(t->headers_, "Accept:");
+    }
+    if (body && !has_content_type) {
+        t->headers_ = curl_slist_append(t->headers_, "Content-Type:");
     }
     t->headers_ = curl_slist_append(t->headers_, "Expect:");
 
@@ -411,7 +419,17 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r) {
     } else if (r.method != "GET" || r.has_body) {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r.method.c_str());
     }
-    if (r.has_body) {
+    if (body) {
+        // The whole body is here: curl sends it right behind the head (in the same write when
+        // it is small), with no pause to wait for it. It makes a POST unless CUSTOMREQUEST
+        // names the method, as it does above for every request with a body.
+        t->outgoing_ = std::move(*body);
+        t->outgoing_pos_ = t->outgoing_.size();
+        t->body_finished_ = true;
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->outgoing_.data());
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                         static_cast<curl_off_t>(t->outgoing_.size()));
+    } else if (r.has_body) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_READDATA, t.get());
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
@@ -485,6 +503,8 @@ void UpstreamClient::recycle(CURL* easy, bool reset) {
         curl_easy_setopt(easy, CURLOPT_HEADERDATA, nullptr);
         curl_easy_setopt(easy, CURLOPT_WRITEDATA, nullptr);
         curl_easy_setopt(easy, CURLOPT_READDATA, nullptr);
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, nullptr);  // makes a POST; start() resets
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t{-1});
     }
     spare_handles_.push_back(easy);
 }

@@ -153,8 +153,11 @@ class UpstreamClient {
     // Every Transfer must be gone first.
     ~UpstreamClient();
 
-    // Starts the exchange; its failures arrive through the Transfer.
-    std::unique_ptr<Transfer> start(const UpstreamRequest& request);
+    // Starts the exchange; its failures arrive through the Transfer. `body`, when given, is
+    // the whole request body (request.has_body must be set): curl sends it with the request
+    // head, and Transfer::send is not used. Without it, a body goes through Transfer::send.
+    std::unique_ptr<Transfer> start(const UpstreamRequest& request,
+                                    std::optional<std::string> body = std::nullopt);
 
     // Exchanges currently running.
     size_t active() const { return running_.size(); }

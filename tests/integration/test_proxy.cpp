@@ -171,6 +171,9 @@ class RawConnection {
         }
     }
 
+    // Tells the daemon no more bytes are coming (shuts down the sending side only).
+    void finish_sending() { ::shutdown(fd_, SHUT_WR); }
+
     // Up to `max` bytes, waiting at most `timeout` for the first; "" at EOF or timeout.
     std::string read_some(size_t max, std::chrono::milliseconds timeout) {
         pollfd p{fd_, POLLIN, 0};
@@ -1270,6 +1273,73 @@ TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]
     REQUIRE(g.call("DELETE", "/api/echo/echo/delete", session_of(worker)).status == 200);
     CHECK(last_request().at("method") == "DELETE");
     check_get("after-delete");
+}
+
+TEST_CASE("request bodies arrive whole, read ahead or streamed", "[proxy][body]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    auto last_request = [&] {
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        g.upstream->clear_requests();
+        return requests[0];
+    };
+    g.upstream->clear_requests();
+
+    SECTION("a small body after 100-continue, without a Content-Type") {
+        const std::string body = "{\"small\":true}";
+        const RawReply reply = raw_exchange(
+            g.port, "PATCH /api/echo/echo/small HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+                        worker.session + "\r\nContent-Length: " + std::to_string(body.size()) +
+                        "\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n" + body);
+        // The interim answer first, then the upstream's.
+        CHECK(reply.status == 100);
+        CHECK(reply.raw.find("\r\n\r\nHTTP/1.1 200 OK\r\n") != std::string::npos);
+        const json seen = last_request();
+        CHECK(seen.at("method") == "PATCH");
+        CHECK(seen.at("body") == body);
+        CHECK(recorded_header(seen, "Content-Length") == std::to_string(body.size()));
+        // Nothing the agent did not send: no Content-Type, and no Expect of curl's own.
+        CHECK_FALSE(header_recorded(seen, "Content-Type"));
+        CHECK_FALSE(header_recorded(seen, "Expect"));
+    }
+
+    SECTION("an empty body") {
+        const RawReply reply = raw_exchange(
+            g.port, "POST /api/echo/echo/empty HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+                        worker.session + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        REQUIRE(reply.status == 200);
+        const json seen = last_request();
+        CHECK(seen.at("method") == "POST");
+        CHECK(seen.at("body_len") == 0);
+        CHECK(recorded_header(seen, "Content-Length") == "0");
+    }
+
+    SECTION("bodies on either side of the 64 KiB read-ahead bound") {
+        for (const size_t size : {size_t{64 * 1024}, size_t{64 * 1024 + 1}}) {
+            INFO("size " << size);
+            std::string body(size, '\0');
+            for (size_t i = 0; i < size; ++i) {
+                body[i] = static_cast<char>("abcdefghijklmnopqrstuvwxyz"[(i * 7) % 26]);
+            }
+            REQUIRE(g.call("PUT", "/api/echo/echo/sized", session_of(worker), body).status == 200);
+            const json seen = last_request();
+            CHECK(seen.at("method") == "PUT");
+            CHECK(seen.at("body_len") == size);
+            CHECK(seen.at("body") == body);
+        }
+    }
+
+    SECTION("a body cut short is refused and never forwarded") {
+        RawConnection c(g.port);
+        c.send("POST /api/echo/echo/cut HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session +
+               "\r\nContent-Length: 100\r\n\r\nonly ten..");
+        c.finish_sending();
+        const RawReply reply = c.read_until_close();
+        CHECK(reply.status == 400);
+        CHECK(reply.closed);
+        CHECK(g.upstream->requests().empty());
+    }
 }
 
 TEST_CASE("the proxy drops hop-by-hop headers both ways and keeps Agentgw-Error its own",
