@@ -36,9 +36,9 @@ namespace {
 constexpr auto k_tuple = asio::as_tuple(asio::use_awaitable);
 
 // A request body of known length up to this is read whole before the upstream exchange
-// starts, and curl sends it right behind the head (in one write when it fits curl's 64 KiB
-// first send): no pause and no wake-up per piece. Longer or chunked bodies stream through as
-// the upstream takes them.
+// starts, and curl sends it right behind the head (in the same write when it is small): no
+// pause and no wake-up per piece. Longer or chunked bodies stream through as the upstream
+// takes them.
 constexpr uint64_t k_whole_body = 64 * 1024;
 
 // What the stages learn about one request as it passes through them.

@@ -33,7 +33,8 @@ constexpr size_t k_high_water = 64 * 1024;
 // default, so a big body costs a quarter of the wake-ups and client writes.
 constexpr long k_receive_buffer = 64 * 1024;
 
-// Easy handles kept for reuse: creating one and tearing it down costs more than a reset.
+// Easy handles kept for reuse: a new one costs an allocation of curl's state and buffers and
+// setting every option again.
 constexpr size_t k_spare_handles = 64;
 
 // Upstream connections curl keeps open when a transfer ends, over all services, counting the
@@ -411,7 +412,8 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r,
         curl_easy_setopt(e, CURLOPT_CAINFO, r.ca_file.c_str());
         t->own_ca_ = true;
     }
-    // A plain GET with no upload and a body, as an earlier transfer may have left otherwise.
+    // Back to a plain GET (no upload, no HEAD, no method name), whatever an earlier transfer
+    // on this handle set; this one's method follows.
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, nullptr);
     if (r.method == "HEAD") {
