@@ -1231,17 +1231,24 @@ TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][r
     CHECK(opened.empty());
 }
 
+namespace {
+
+// The one request `upstream` recorded since it was last cleared; clears it again.
+json take_only_request(TestUpstream& upstream) {
+    const auto requests = upstream.requests();
+    REQUIRE(requests.size() == 1);
+    upstream.clear_requests();
+    return requests[0];
+}
+
+}  // namespace
+
 TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]") {
     Gateway g;
     const Agent worker = g.start_echo_worker();
 
     // One request at a time, so every one runs on the easy handle the last one left behind.
-    auto last_request = [&] {
-        const auto requests = g.upstream->requests();
-        REQUIRE(requests.size() == 1);
-        g.upstream->clear_requests();
-        return requests[0];
-    };
+    auto last_request = [&] { return take_only_request(*g.upstream); };
     auto check_get = [&](const std::string& tag) {
         const HttpReply r = g.call("GET", "/api/echo/echo/" + tag, session_of(worker));
         REQUIRE(r.status == 200);
@@ -1278,12 +1285,7 @@ TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]
 TEST_CASE("request bodies arrive whole, read ahead or streamed", "[proxy][body]") {
     Gateway g;
     const Agent worker = g.start_echo_worker();
-    auto last_request = [&] {
-        const auto requests = g.upstream->requests();
-        REQUIRE(requests.size() == 1);
-        g.upstream->clear_requests();
-        return requests[0];
-    };
+    auto last_request = [&] { return take_only_request(*g.upstream); };
     g.upstream->clear_requests();
 
     SECTION("a small body after 100-continue, without a Content-Type") {
