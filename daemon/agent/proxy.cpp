@@ -574,14 +574,14 @@ class ProxyExchange {
         std::unique_ptr<upstream::Transfer> transfer;
         if (up.body_size && *up.body_size <= k_whole_body) {
             std::string whole(*up.body_size, '\0');
-            while (body && !body->is_done() && !body_error && bytes_in < whole.size()) {
+            while (body && !body->is_done() && bytes_in < whole.size()) {
                 auto piece = co_await read_body_piece(*body, whole.data() + bytes_in,
                                                       whole.size() - bytes_in);
                 if (auto* refusal = std::get_if<Response>(&piece)) {
                     body_error = std::move(*refusal);
-                } else {
-                    bytes_in += std::get<size_t>(piece);
+                    break;
                 }
+                bytes_in += std::get<size_t>(piece);
             }
             if (!body_error) {
                 transfer = ctx_.upstream.start(up, std::move(whole));

@@ -425,12 +425,11 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r,
         // The whole body is here: curl sends it right behind the head (in the same write when
         // it is small), with no pause to wait for it. It makes a POST unless CUSTOMREQUEST
         // names the method, as it does above for every request with a body.
-        t->outgoing_ = std::move(*body);
-        t->outgoing_pos_ = t->outgoing_.size();
+        t->whole_body_ = std::move(*body);
         t->body_finished_ = true;
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->outgoing_.data());
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->whole_body_.data());
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                         static_cast<curl_off_t>(t->outgoing_.size()));
+                         static_cast<curl_off_t>(t->whole_body_.size()));
     } else if (r.has_body) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_READDATA, t.get());

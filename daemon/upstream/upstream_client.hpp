@@ -137,7 +137,8 @@ class Transfer {
     bool recv_paused_ = false;
     uint64_t bytes_received_ = 0;
 
-    std::string outgoing_;  // request body handed over by send() that curl has not taken yet
+    std::string whole_body_;  // the body given to start() whole, which curl sends from
+    std::string outgoing_;    // request body handed over by send() that curl has not taken yet
     size_t outgoing_pos_ = 0;
     bool body_finished_ = false;
     bool send_paused_ = false;

@@ -39,38 +39,30 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
 namespace {
 
 // A TCP socket bound to 127.0.0.1 on a port the kernel picks, and that port.
-std::pair<int, uint16_t> bind_loopback(const char* who) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+std::pair<UniqueFd, uint16_t> bind_loopback(const char* who) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) {
         throw std::runtime_error(std::string(who) + ": socket failed");
     }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof addr;
-    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-    if (!ok) {
-        ::close(fd);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
         throw std::runtime_error(std::string(who) + ": cannot bind a port on 127.0.0.1");
     }
-    return {fd, ntohs(addr.sin_port)};
+    return {std::move(fd), ntohs(addr.sin_port)};
 }
 
 }  // namespace
 
 uint16_t closed_port() {
-    const auto [fd, port] = bind_loopback("closed_port");
-    ::close(fd);
-    return port;
+    return bind_loopback("closed_port").second;  // the socket closes here
 }
 
 RefusingPort::RefusingPort() {
     std::tie(fd_, port_) = bind_loopback("RefusingPort");
-}
-
-RefusingPort::~RefusingPort() {
-    ::close(fd_);
 }
 
 HttpReply http_request(const std::string& method, const std::string& url, const std::string& body,

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.hpp"
+
 namespace agentgw::test {
 
 struct HttpReply {
@@ -30,15 +32,11 @@ uint16_t closed_port();
 class RefusingPort {
   public:
     RefusingPort();
-    ~RefusingPort();
-    RefusingPort(const RefusingPort&) = delete;
-    RefusingPort& operator=(const RefusingPort&) = delete;
 
-    uint16_t port() const { return port_; }
     std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
   private:
-    int fd_ = -1;
+    UniqueFd fd_;
     uint16_t port_ = 0;
 };
 
