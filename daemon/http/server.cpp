@@ -117,6 +117,17 @@ std::optional<Response> check_header(const Request::header_type& h) {
     return std::nullopt;
 }
 
+// How long the listener waits before accepting again after running out of descriptors.
+constexpr std::chrono::milliseconds k_accept_pause{100};
+
+// accept() failures that say the process or system is out of something, not that one
+// connection went wrong: they repeat until something is released.
+bool out_of_resources(const beast::error_code& ec) {
+    using boost::system::errc::errc_t;
+    return ec == errc_t::too_many_files_open || ec == errc_t::too_many_files_open_in_system ||
+           ec == errc_t::no_buffer_space || ec == errc_t::not_enough_memory;
+}
+
 bool is_disconnect(const beast::error_code& ec) {
     return ec == beast_http::error::end_of_stream || ec == beast::error::timeout ||
            ec == asio::error::operation_aborted || ec == asio::error::eof ||
@@ -247,13 +258,31 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
 template <typename Acceptor, typename Accepted>
 asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, const Router& router, Limits limits,
                                           Accepted on_accept) {
+    uint64_t refused = 0;  // accepts failed for want of descriptors or memory, in a row
     while (!stopping_) {
         auto [ec, socket] = co_await acceptor.async_accept(k_tuple);
-        if (ec) {
-            if (ec == asio::error::operation_aborted || stopping_) {
-                break;
+        if (ec == asio::error::operation_aborted || stopping_) {
+            break;
+        }
+        if (ec && out_of_resources(ec)) {
+            // The connection stays in the listen queue and the socket stays readable: trying
+            // again at once would spin and flood the log. Wait for descriptors to free up.
+            if (refused++ == 0) {
+                spdlog::warn("accept failed: {}; retrying every {} ms until it succeeds",
+                             ec.message(), k_accept_pause.count());
             }
-            spdlog::warn("accept failed: {}", ec.message());
+            asio::steady_timer pause(ioc_, k_accept_pause);
+            accept_pauses_.insert(&pause);
+            co_await pause.async_wait(k_tuple);
+            accept_pauses_.erase(&pause);
+            continue;
+        }
+        if (refused != 0) {
+            spdlog::info("accepting connections again after {} failed attempt(s)", refused);
+            refused = 0;
+        }
+        if (ec) {
+            spdlog::warn("accept failed: {}", ec.message());  // this connection only
             continue;
         }
         on_accept(std::move(socket), router, limits);
@@ -469,6 +498,9 @@ void Server::stop(std::chrono::milliseconds drain, std::function<void()> drained
     }
     if (unix_acceptor_) {
         unix_acceptor_->close(ignored);
+    }
+    for (asio::steady_timer* pause : accept_pauses_) {
+        pause->cancel();
     }
     if (!socket_path_.empty()) {
         ::unlink(socket_path_.c_str());

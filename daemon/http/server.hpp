@@ -126,6 +126,7 @@ class Server {
     ResponseObserver observer_;
     std::set<Connection*> connections_;
     boost::asio::steady_timer drain_timer_;
+    std::set<boost::asio::steady_timer*> accept_pauses_;  // accept loops waiting to retry
     std::function<void()> drained_;
     bool stopping_ = false;
 };

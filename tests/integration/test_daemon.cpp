@@ -3,14 +3,17 @@
 #include <netinet/in.h>
 #include <regex>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <thread>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include "common/unique_fd.hpp"
 #include "daemon/vault/vault.hpp"
 #include "tests/integration/daemon_harness.hpp"
 #include "tests/support/http_client.hpp"
@@ -21,29 +24,60 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Sends raw bytes to the TCP listener and returns everything it answers before closing.
-std::string raw_exchange(const std::string& base_url, const std::string& bytes) {
+// A TCP connection to the listener at `base_url` ("http://ADDRESS:PORT").
+agentgw::UniqueFd connect_tcp(const std::string& base_url) {
     std::smatch m;
     const std::regex re(R"(http://([0-9.]+):([0-9]+))");
     REQUIRE(std::regex_search(base_url, m, re));
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
+    agentgw::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(fd.valid());
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(std::stoi(m[2])));
     ::inet_pton(AF_INET, m[1].str().c_str(), &addr.sin_addr);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    return fd;
+}
+
+// Sends raw bytes to the TCP listener and returns everything it answers before closing.
+std::string raw_exchange(const std::string& base_url, const std::string& bytes) {
+    const auto fd = connect_tcp(base_url);
     timeval tv{5, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    REQUIRE(::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
             static_cast<ssize_t>(bytes.size()));
     std::string out;
     char buf[4096];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+    for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) {
         out.append(buf, static_cast<size_t>(n));
     }
-    ::close(fd);
     return out;
+}
+
+// Lowers this process's soft limit on open files while it lives, so that a child started
+// meanwhile inherits the lower limit; puts the old one back on destruction.
+class FileLimit {
+  public:
+    explicit FileLimit(rlim_t soft) {
+        REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+        rlimit lower = saved_;
+        lower.rlim_cur = std::min(soft, saved_.rlim_cur);
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &lower) == 0);
+    }
+    FileLimit(const FileLimit&) = delete;
+    FileLimit& operator=(const FileLimit&) = delete;
+    ~FileLimit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+
+  private:
+    rlimit saved_{};
+};
+
+size_t count_of(const std::string& text, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+        ++n;
+    }
+    return n;
 }
 
 int count_lines(const std::string& text) {
@@ -218,6 +252,35 @@ TEST_CASE("malformed and smuggling requests get a JSON 400 and a closed connecti
     CHECK(two.find("HTTP/1.1 200", 5) != std::string::npos);  // keep-alive served both
 
     CHECK(http_request("GET", d.base_url + "/healthz").status == 200);  // still serving
+}
+
+TEST_CASE("a listener out of descriptors waits for one instead of spinning, then serves again",
+          "[daemon]") {
+    TempDir dir;
+    std::optional<RunningDaemon> d;
+    {
+        const FileLimit limit(64);  // for the daemon only: the test itself needs more
+        d.emplace(start_daemon(daemon_args(dir)));
+    }
+    // More connections than the daemon has descriptors left: the kernel completes them all
+    // and queues the rest, which accept() then refuses with EMFILE.
+    std::vector<agentgw::UniqueFd> held;
+    for (int i = 0; i < 100; ++i) {
+        held.push_back(connect_tcp(d->base_url));
+    }
+    REQUIRE(d->child->wait_for_stderr("Too many open files", 10s));
+    // Time enough for a loop retrying at once to fail many thousands of times.
+    std::this_thread::sleep_for(500ms);
+
+    held.clear();  // the daemon sees these end and gets its descriptors back
+    const auto health = http_request("GET", d->base_url + "/healthz");
+    CHECK(health.status == 200);
+    REQUIRE(d->child->wait_for_stderr("accepting connections again", 10s));
+
+    d->child->signal(SIGTERM);
+    CHECK(d->child->wait(15s) == 0);
+    // One warning for the whole episode, not one per retry.
+    CHECK(count_of(d->child->stderr_text(), "accept failed") == 1);
 }
 
 TEST_CASE("settings come from flags, then environment, then the config file", "[daemon]") {
