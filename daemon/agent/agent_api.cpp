@@ -164,11 +164,12 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
             co_return res;
         }
 
-        const auto result = ctx.registry.authenticate_key(key);
+        Registry::KeyUse used = Registry::KeyUse::current;
+        const auto result = ctx.registry.authenticate_key(key, &used);
         const Agent* agent = std::get_if<Agent>(&result);
         if (agent != nullptr && same_text(agent->name, username)) {
             int64_t expires_at = 0;
-            std::string token = ctx.registry.issue_session(*agent, expires_at);
+            std::string token = ctx.registry.issue_session(*agent, expires_at, used);
             ctx.audit.record({"agent:" + agent->id,
                               "login",
                               "agent:" + agent->id,

@@ -1,5 +1,7 @@
 #include "daemon/identity/registry.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sodium.h>
@@ -532,7 +534,8 @@ std::variant<Agent, AuthError> Registry::check_agent_state(Agent agent) const {
     return agent;
 }
 
-std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_key) const {
+std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_key,
+                                                          KeyUse* used) const {
     const AuthError invalid{AuthFailure::unauthorized, "invalid API key"};
     if (!api_key.starts_with(k_key_prefix) || api_key.size() > 128) {
         return invalid;
@@ -562,9 +565,15 @@ std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_k
         if (now >= agent->key_expires_at) {
             return AuthError{AuthFailure::key_expired, "API key expired; rotate it", agent->id};
         }
+        if (used != nullptr) {
+            *used = KeyUse::current;
+        }
         return check_agent_state(std::move(*agent));
     }
     if (matches(agent->previous_key_hash) && now < agent->previous_valid_until) {
+        if (used != nullptr) {
+            *used = KeyUse::previous;
+        }
         return check_agent_state(std::move(*agent));
     }
     return invalid;
@@ -593,13 +602,18 @@ std::variant<Agent, AuthError> Registry::authenticate_session(std::string_view t
     return check_agent_state(std::move(*agent));
 }
 
-std::string Registry::issue_session(const Agent& agent, int64_t& expires_at) const {
+std::string Registry::issue_session(const Agent& agent, int64_t& expires_at, KeyUse used) const {
     const int64_t now = clock_.now_secs();
     expires_at = now + session_ttl_;
+    uint64_t generation = agent.generation;
+    if (used == KeyUse::previous) {
+        generation = agent.previous_generation;
+        expires_at = std::min(expires_at, agent.previous_valid_until);
+    }
     unsigned char jti[16];
     randombytes_buf(jti, sizeof jti);
-    SessionClaims claims{agent.id, agent.generation, now,
-                         now,      expires_at,       base64url_encode({jti, sizeof jti})};
+    SessionClaims claims{agent.id, generation, now,
+                         now,      expires_at, base64url_encode({jti, sizeof jti})};
     return ::agentgw::issue_session(claims, keyring_);
 }
 

@@ -117,12 +117,21 @@ class Registry {
                                                        const std::function<Status(Agent&)>& change);
     boost::asio::awaitable<Status> delete_agent(const std::string& agent_id);
 
+    // Which of an agent's keys an API key was: the current one, or the one before the last
+    // rotation during its grace period.
+    enum class KeyUse { current, previous };
+
     // The agent an API key belongs to, checked in constant time against its stored hash.
-    std::variant<Agent, AuthError> authenticate_key(std::string_view api_key) const;
+    // `used`, when given, is set to which key it was.
+    std::variant<Agent, AuthError> authenticate_key(std::string_view api_key,
+                                                    KeyUse* used = nullptr) const;
     // The agent a session names, after full JWT validation and generation/state checks.
     std::variant<Agent, AuthError> authenticate_session(std::string_view token) const;
-    // A new session for `agent`; sets `expires_at`.
-    std::string issue_session(const Agent& agent, int64_t& expires_at) const;
+    // A new session for `agent`; sets `expires_at`. A session got with the previous key
+    // belongs to the previous generation: it ends with the rotation's grace period, as the
+    // key does, not session_ttl later.
+    std::string issue_session(const Agent& agent, int64_t& expires_at,
+                              KeyUse used = KeyUse::current) const;
 
     int64_t session_ttl_secs() const noexcept { return session_ttl_; }
     const Clock& clock() const noexcept { return clock_; }

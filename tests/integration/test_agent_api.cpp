@@ -467,6 +467,25 @@ TEST_CASE("POST /login trades an agent's name and key for a session", "[agent_ap
     const std::string new_token = parsed(fresh.body).value("token", "");
     CHECK(g.get("/api/up/echo/again", {"X-Session-ID: " + new_token}).status == 200);
     CHECK(g.login("other", other_key).status == 200);  // the other agent is untouched
+
+    // Rotation with grace: the old key still logs in, but its session ends with the grace
+    // (30 s here), not session_ttl (120 s) later; the new key's session gets the full ttl.
+    const json graced = g.ok({"agent", "rotate", "worker", "--grace", "30"});
+    const std::string newest_key = graced.value("api_key", "");
+    const int64_t rotated_at = now_secs();
+    const HttpReply by_old_key = g.login("worker", new_key);
+    INFO("login with the old key: " << by_old_key.status << " " << by_old_key.body);
+    REQUIRE(by_old_key.status == 200);
+    const auto old_key_expiry = parse_utc(parsed(by_old_key.body).value("expires_at", ""));
+    REQUIRE(old_key_expiry.has_value());
+    CHECK(*old_key_expiry <= rotated_at + 30 + 2);
+    const std::string grace_token = parsed(by_old_key.body).value("token", "");
+    CHECK(g.get("/api/up/echo/grace", {"X-Session-ID: " + grace_token}).status == 200);
+    const HttpReply by_newest = g.login("worker", newest_key);
+    REQUIRE(by_newest.status == 200);
+    const auto newest_expiry = parse_utc(parsed(by_newest.body).value("expires_at", ""));
+    REQUIRE(newest_expiry.has_value());
+    CHECK(*newest_expiry >= rotated_at + 120 - 2);
 }
 
 TEST_CASE("failed logins are limited per agent name", "[agent_api][login][ratelimit]") {

@@ -100,6 +100,38 @@ TEST_CASE("rotation with grace keeps the old key and sessions until it ends", "[
     CHECK(failure(f.registry->authenticate_key(first.api_key)) == AuthFailure::unauthorized);
 }
 
+TEST_CASE("a session got with the old key during grace ends with the grace", "[registry]") {
+    Fixture f;
+    const auto first = f.new_agent("worker");
+    auto rotated = run_await(f.registry->rotate(first.agent.id, 300));
+    REQUIRE(rotated);
+    f.clock.advance_secs(100);
+
+    Registry::KeyUse used = Registry::KeyUse::current;
+    auto by_old = f.registry->authenticate_key(first.api_key, &used);
+    REQUIRE(accepted(by_old));
+    CHECK(used == Registry::KeyUse::previous);
+    int64_t expires_at = 0;
+    const std::string session =
+        f.registry->issue_session(std::get<Agent>(by_old), expires_at, used);
+    CHECK(expires_at == f.clock.now_secs() + 200);  // the grace's end, not session_ttl away
+    CHECK(accepted(f.registry->authenticate_session(session)));
+
+    auto by_new = f.registry->authenticate_key(rotated->api_key, &used);
+    REQUIRE(accepted(by_new));
+    CHECK(used == Registry::KeyUse::current);
+    int64_t new_expires_at = 0;
+    const std::string current =
+        f.registry->issue_session(std::get<Agent>(by_new), new_expires_at, used);
+    CHECK(new_expires_at == f.clock.now_secs() + f.registry->session_ttl_secs());
+
+    f.clock.advance_secs(199);
+    CHECK(accepted(f.registry->authenticate_session(session)));
+    f.clock.advance_secs(1);
+    CHECK(failure(f.registry->authenticate_session(session)) == AuthFailure::unauthorized);
+    CHECK(accepted(f.registry->authenticate_session(current)));
+}
+
 TEST_CASE("sessions and keys expire on the clock", "[registry]") {
     Fixture f;
     const auto issued = f.new_agent("worker");
