@@ -16,6 +16,7 @@
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
+#include <boost/url/url.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
@@ -315,6 +316,15 @@ std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::Ups
         case AuthSpec::Type::query: {
             if (token.empty()) {
                 return unusable("has no secret to send in the query");
+            }
+            if (!query.empty()) {
+                // The agent's own parameters of that name are dropped (after decoding, so that
+                // "%61pi_key" is "api_key"): the upstream sees the injected value alone.
+                boost::urls::url rest;
+                rest.set_encoded_query(query);
+                if (rest.params().erase(service.auth.name) != 0) {
+                    query = rest.encoded_query();
+                }
             }
             std::string encoded = boost::urls::encode(token, boost::urls::unreserved_chars);
             if (!query.empty()) {

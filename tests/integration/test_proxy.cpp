@@ -610,6 +610,21 @@ TEST_CASE("the proxy injects each credential type and forwards the request faith
         inj.check(r);
     }
 
+    SECTION("an agent's own value under the query credential's name is dropped") {
+        g.upstream->clear_requests();
+        const HttpReply reply =
+            g.call("GET", "/api/query/echo/q?api_key=forged&x=1&%61pi_key=forged2&api_keys=2",
+                   session_of(worker));
+        ++proxied;
+        INFO("reply " << reply.status << " " << reply.body);
+        REQUIRE(reply.status == 200);
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        CHECK(requests[0].at("target") == "/echo/q?x=1&api_keys=2&api_key=" + query_secret);
+        CHECK(requests[0].at("query").at("api_key") == json::array({query_secret}));
+        CHECK_FALSE(recorded_contains(requests[0], "forged"));
+    }
+
     SECTION("a chunked upload reaches the upstream byte for byte") {
         g.upstream->clear_requests();
         const std::string part1 = "hello ";
