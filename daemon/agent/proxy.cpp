@@ -123,6 +123,7 @@ class HopByHop {
 // The path below /api/{service}: dot-segments, encoded slashes and backslashes could climb
 // out of the service's base path at the upstream, so they are refused rather than resolved.
 std::optional<Response> parse_target(AgentApiContext&, Call& call) {
+    call.method = std::string(call.req.method_string());  // first: a refusal's audit names it
     if (call.req.method() == beast_http::verb::connect) {
         return bad_request("CONNECT is not supported");
     }
@@ -158,7 +159,6 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     if (url->has_query()) {
         call.query = url->encoded_query();
     }
-    call.method = std::string(call.req.method_string());
     return std::nullopt;
 }
 

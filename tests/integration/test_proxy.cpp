@@ -1025,6 +1025,20 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
             }
         }
         CHECK(g.upstream->requests().empty());
+
+        // Each refusal under /api/ is audited with the method it was asked with (the other
+        // request lines never reach the proxy): 14 of them, after the one that passed.
+        const json audit = g.audit_entries("proxy", 15);
+        size_t refused = 0;
+        for (const auto& e : audit) {
+            INFO("entry " << e.dump());
+            const json& d = e.at("details");
+            if (d.at("status") == 400) {
+                ++refused;
+                CHECK((d.at("method") == "GET" || d.at("method") == "CONNECT"));
+            }
+        }
+        CHECK(refused == 14);
     }
 
     SECTION("the base path stays; bodies above max_body get 413") {
