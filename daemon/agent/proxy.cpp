@@ -134,8 +134,7 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     const auto segments = url->encoded_segments();
     auto it = segments.begin();
     if (it == segments.end() || ++it == segments.end() || (*it).empty()) {
-        return http::error_response(HttpStatus::not_found, "not_found",
-                                    "name a service: /api/{service}/...");
+        return std::nullopt;  // no service named: find_service answers, after authentication
     }
     call.service_id = (*it).decode();
     for (++it; it != segments.end(); ++it) {
@@ -173,6 +172,10 @@ std::optional<Response> authenticate_caller(AgentApiContext& ctx, Call& call) {
 }
 
 std::optional<Response> find_service(AgentApiContext& ctx, Call& call) {
+    if (call.service_id.empty()) {
+        return http::error_response(HttpStatus::not_found, "not_found",
+                                    "name a service: /api/{service}/...");
+    }
     call.catalog = ctx.services.current();
     call.service = call.catalog->find(call.service_id);
     if (call.service == nullptr) {

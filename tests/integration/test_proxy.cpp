@@ -825,6 +825,13 @@ TEST_CASE("the proxy authenticates agents and enforces grants before forwarding"
         check_gateway_error(ungranted, 403, "service_not_allowed");
         const HttpReply unknown = g.call("GET", "/api/nosuch/echo/x", session_of(worker));
         check_gateway_error(unknown, 404, "not_found");
+        // SPEC §3.2's order: authentication comes before the service, named or not.
+        for (const char* target : {"/api/nosuch/echo/x", "/api/", "/api//echo/x"}) {
+            INFO("target " << target);
+            check_gateway_error(g.call("GET", target, {}), 401, "unauthorized");
+        }
+        check_gateway_error(g.call("GET", "/api/", session_of(worker)), 404, "not_found");
+        check_gateway_error(g.call("GET", "/api//echo/x", session_of(worker)), 404, "not_found");
         // SPEC §3.4: every response to an authenticated agent carries the RateLimit-* headers.
         for (const HttpReply* r : {&ungranted, &unknown}) {
             CHECK_FALSE(header(*r, "ratelimit-limit").empty());
