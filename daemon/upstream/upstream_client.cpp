@@ -266,18 +266,19 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
     }
     const std::string_view line(data, len);
     if (line.starts_with("HTTP/")) {
-        t.last_activity_ = Clock::now();
         t.head_.headers.clear();  // a new status line: an interim response came before
         return len;
     }
     if (line == "\r\n" || line == "\n") {
-        t.last_activity_ = Clock::now();
         long code = 0;
         curl_easy_getinfo(t.easy_, CURLINFO_RESPONSE_CODE, &code);
         if (code >= 100 && code < 200) {
-            t.head_.headers.clear();  // 100 Continue and friends: the real answer follows
+            // 100 Continue and friends: the real answer follows, within the same deadline
+            // (an upstream sending 102 Processing forever does not hold the request open).
+            t.head_.headers.clear();
             return len;
         }
+        t.last_activity_ = Clock::now();  // from here on, the idle timeout between pieces
         t.head_.status = static_cast<unsigned>(code);
         t.head_done_ = true;
         t.wake();

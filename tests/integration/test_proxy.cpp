@@ -1170,6 +1170,21 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
         CHECK(took < 8);  // a correctness bound (the service says 2 s), not a benchmark
     }
 
+    SECTION("interim responses do not extend the wait for the answer") {
+        // Six 102s 0.8 s apart: the upstream keeps talking for 4.8 s, past the 2 s timeout.
+        const auto start = SteadyClock::now();
+        const HttpReply r =
+            g.call("GET", "/api/slow/interim?count=6&interval_ms=800", session_of(worker));
+        const double took = seconds_since(start);
+        check_gateway_error(r, 504, "upstream_timeout");
+        CHECK(took < 4.5);  // a correctness bound (the service says 2 s), not a benchmark
+        // A 1xx within the timeout is passed over and the real answer relayed.
+        const HttpReply ok =
+            g.call("GET", "/api/slow/interim?count=2&interval_ms=200", session_of(worker));
+        CHECK(ok.status == 200);
+        CHECK(json::parse(ok.body, nullptr, false) == json{{"interim", 2}});
+    }
+
     SECTION("a body that stops mid-way ends the response instead of hanging") {
         const auto start = SteadyClock::now();
         const HttpReply r = g.call("GET", "/api/slow/stall-body?secs=6", session_of(worker));

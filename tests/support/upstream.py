@@ -51,6 +51,9 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           allowed, also for /stall-body), then answers 200 JSON.
   /stall-body?secs=S      200 with Content-Length 100, sends 10 bytes, sleeps S seconds,
                           then the other 90.
+  /interim?count=N&interval_ms=M
+                          N interim "102 Processing" responses M ms apart (the first at
+                          once), then 200 JSON. Defaults N=3, M=100.
   /reset?after=N          200 announcing Content-Length 1000000, sends N bytes, then resets
                           the TCP connection (SO_LINGER 0 + close) after a 50 ms pause.
                           Default N = 1000.
@@ -304,6 +307,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ("/large", self._large),
             ("/stall-body", self._stall_body),
             ("/stall", self._stall),
+            ("/interim", self._interim),
             ("/reset", self._reset),
         ]
         try:
@@ -462,6 +466,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _stall(self) -> None:
         time.sleep(self._float_param("secs", 1.0))
         self._send_json(200, {"stalled": True})
+
+    def _interim(self) -> None:
+        count = self._int_param("count", 3, 0, 1000)
+        interval = self._int_param("interval_ms", 100, 0, 3_600_000) / 1000.0
+        for i in range(count):
+            if i > 0 and interval:
+                time.sleep(interval)
+            self.wfile.write(b"HTTP/1.1 102 Processing\r\n\r\n")
+            self.wfile.flush()
+        if interval:
+            time.sleep(interval)
+        self._send_json(200, {"interim": count})
 
     def _stall_body(self) -> None:
         secs = self._float_param("secs", 1.0)
