@@ -209,7 +209,7 @@ int run_daemon(DaemonConfig config) {
     RateLimiter limiter(clock);
     Metrics metrics;
     metrics.set_gauge_source(Metrics::Gauge::audit_queue_depth,
-                             [&vault] { return static_cast<double>(vault.queue_depth()); });
+                             [&audit] { return static_cast<double>(audit.waiting()); });
     metrics.set_gauge_source(Metrics::Gauge::hub_blobs_live, [&hub] {
         const auto n = hub.stored();
         return n ? static_cast<double>(*n) : 0.0;

@@ -271,6 +271,11 @@ void AuditLog::record(AuditEvent event, std::string details_text) {
     }
 }
 
+size_t AuditLog::waiting() const {
+    const std::lock_guard lock(pending_->mutex);
+    return pending_->events.size();
+}
+
 void AuditLog::flush() {
     {
         const std::lock_guard lock(pending_->mutex);

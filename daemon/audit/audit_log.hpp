@@ -99,6 +99,8 @@ class AuditLog {
     void defer_with(Scheduler schedule, size_t max_batch);
     // Queues the write of every event held back (none: nothing to do).
     void flush();
+    // Events recorded and not yet taken by a write: held back, or waiting for the writer.
+    size_t waiting() const;
 
     // The same, awaited: resumes once the entry is durable (the coroutine waits, the thread
     // does not). Control actions use it, so an action is never answered before its audit

@@ -364,11 +364,6 @@ VaultStats Vault::stats() const {
     return {commits_.load(), writes_.load(), map_growths_.load(), info.me_mapsize, full_sync};
 }
 
-size_t Vault::queue_depth() const {
-    const std::lock_guard lock(queue_mutex_);
-    return queue_.size();
-}
-
 void Vault::writer_loop() {
     std::deque<Request> batch;
     for (;;) {

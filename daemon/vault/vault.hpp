@@ -157,8 +157,6 @@ class Vault {
     const RecordCipher& cipher() const noexcept { return cipher_; }
     const std::filesystem::path& dir() const noexcept { return lock_.dir(); }
     VaultStats stats() const;
-    // Write requests queued for the writer and not yet picked up.
-    size_t queue_depth() const;
 
     // A number that changes once a commit that wrote to `table` is durable, before any of
     // that commit's callers is told. A cache of what a table holds stays valid while it is

@@ -256,9 +256,11 @@ TEST_CASE("deferred recording holds events until the scheduled flush or a full b
     f.record("b");
     f.record("c");
     CHECK(scheduled.size() == 1);
+    CHECK(f.audit->waiting() == 3);
     CHECK(entries() == 0);
     scheduled.front()();
     CHECK(entries() == 3);
+    CHECK(f.audit->waiting() == 0);
 
     // A full batch goes out without waiting for its flush; the late flush then finds nothing.
     for (int i = 0; i < 4; ++i) {
