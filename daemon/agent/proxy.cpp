@@ -690,6 +690,7 @@ class ProxyExchange {
         }
         const HopByHop hop(connection);
         std::optional<uint64_t> length;
+        bool unsure_length = false;  // Transfer-Encoding, or Content-Lengths that disagree
         for (auto it = res.begin(); it != res.end();) {
             const std::string_view name = it->name_string();
             const std::string_view value = it->value();
@@ -697,9 +698,11 @@ class ProxyExchange {
                 uint64_t n = 0;
                 const auto [end, ec] =
                     std::from_chars(value.data(), value.data() + value.size(), n);
-                if (ec == std::errc() && end == value.data() + value.size()) {
-                    length = n;
-                }
+                const bool valid = ec == std::errc() && end == value.data() + value.size();
+                unsure_length = unsure_length || !valid || (length && *length != n);
+                length = n;
+            } else if (beast::iequals(name, "transfer-encoding")) {
+                unsure_length = true;  // curl decoded the body and ignored any Content-Length
             } else if (!hop.contains(name) && !beast::iequals(name, "agentgw-error")) {
                 // Passed on. (Agentgw-Error marks the gateway's own answers: an upstream may not
                 // forge one.)
@@ -707,6 +710,9 @@ class ProxyExchange {
                 continue;
             }
             it = res.erase(it);
+        }
+        if (unsure_length) {
+            length.reset();  // the agent gets the body chunked, framed by what arrives
         }
         const bool bodiless = head_request || status == 204 || status == 304 || status < 200;
         const bool chunked = !bodiless && !length;
@@ -755,6 +761,14 @@ class ProxyExchange {
             } else {
                 broken = co_await transfer.read(piece);
                 last = broken || piece.empty() || transfer.complete();
+            }
+            if (length && !bodiless && piece.size() > *length - sent) {
+                // Never more than the head announced: the rest would be read by the agent as
+                // the start of the next response on this connection.
+                piece.resize(*length - sent);
+                broken = upstream::Failure{upstream::Failure::Kind::broken,
+                                           "the upstream sent more than it announced"};
+                last = true;
             }
             std::optional<beast_http::chunk_body<asio::const_buffer>> chunk;
             if (!piece.empty() && !bodiless) {

@@ -44,6 +44,27 @@ constexpr size_t k_spare_handles = 64;
 // which a dip in the requests in flight shrinks, closing connections the next burst needs.
 constexpr long k_idle_connections = 512;
 
+// The largest response head taken from an upstream (all its lines, interim responses
+// included); a larger one is refused, as nginx refuses a head larger than its buffer. It also
+// keeps every field well within what Beast's fields can hold (a name or value under 64 KiB:
+// a larger one throws).
+constexpr size_t k_max_head = 48 * 1024;
+
+// RFC 9110 §5.6.2: a field name is a token.
+bool is_token(std::string_view s) {
+    static constexpr std::string_view k_punct = "!#$%&'*+-.^_`|~";
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               k_punct.find(c) != std::string_view::npos;
+    });
+}
+
+// A field value may not carry CR, LF or NUL: passed on to the agent, a bare CR could end the
+// line for a lenient parser.
+bool is_clean_value(std::string_view s) {
+    return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
         s.remove_prefix(1);
@@ -232,7 +253,9 @@ void Transfer::fail(Failure failure) {
 void Transfer::finish(CURLcode result) {
     done_ = true;
     deadline_.cancel();
-    if (result != CURLE_OK) {
+    if (bad_head_) {
+        failure_ = std::move(bad_head_);  // on_header stopped it (curl says write error)
+    } else if (result != CURLE_OK) {
         const char* detail = curl_easy_strerror(result);
         Failure::Kind kind = Failure::Kind::broken;
         switch (result) {
@@ -264,6 +287,11 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
     if (t.head_done_) {
         return len;  // trailers of a chunked body: not forwarded
     }
+    t.head_bytes_ += len;
+    if (t.head_bytes_ > k_max_head) {
+        return t.refuse_head(
+            fmt::format("the upstream's response head is larger than {} KiB", k_max_head / 1024));
+    }
     const std::string_view line(data, len);
     if (line.starts_with("HTTP/")) {
         t.head_.headers.clear();  // a new status line: an interim response came before
@@ -292,6 +320,9 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
         std::string value(last->value());
         value.push_back(' ');
         value.append(trim(line));
+        if (!is_clean_value(value)) {
+            return t.refuse_head("the upstream sent a header value holding CR, LF or NUL");
+        }
         headers.erase(last);
         headers.insert(name, value);
         return len;
@@ -300,8 +331,21 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
     if (colon == std::string_view::npos || colon == 0) {
         return len;  // not a header line; curl has already judged the response
     }
-    headers.insert(line.substr(0, colon), trim(line.substr(colon + 1)));
+    const std::string_view name = line.substr(0, colon);
+    const std::string_view value = trim(line.substr(colon + 1));
+    if (!is_token(name)) {
+        return t.refuse_head("the upstream sent a malformed header name");
+    }
+    if (!is_clean_value(value)) {
+        return t.refuse_head("the upstream sent a header value holding CR, LF or NUL");
+    }
+    headers.insert(name, value);
     return len;
+}
+
+size_t Transfer::refuse_head(std::string why) {
+    bad_head_ = Failure{Failure::Kind::broken, std::move(why)};
+    return 0;  // not taken: curl ends the exchange, and finish() reports bad_head_
 }
 
 size_t Transfer::on_write(char* data, size_t size, size_t count, void* self) {

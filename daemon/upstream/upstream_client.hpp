@@ -106,6 +106,7 @@ class Transfer {
     Transfer(UpstreamClient& client, boost::asio::any_io_executor executor);
 
     static size_t on_header(char* data, size_t size, size_t count, void* self);
+    size_t refuse_head(std::string why);  // ends the exchange from on_header
     static size_t on_write(char* data, size_t size, size_t count, void* self);
     static size_t on_read(char* data, size_t size, size_t count, void* self);
 
@@ -132,6 +133,8 @@ class Transfer {
     bool done_ = false;
     std::optional<Failure> failure_;
     ResponseHead head_;
+    size_t head_bytes_ = 0;            // of the response head so far, interim ones included
+    std::optional<Failure> bad_head_;  // why on_header stopped the exchange
 
     std::string pending_;  // response body curl delivered that the owner has not read yet
     bool recv_paused_ = false;

@@ -1170,6 +1170,30 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
         CHECK(took < 8);  // a correctness bound (the service says 2 s), not a benchmark
     }
 
+    SECTION("a response head the agent could misread is refused or reframed") {
+        // Too large a head: 502, and the daemon goes on serving.
+        const HttpReply padded = g.call("GET", "/api/echo/big-head?bytes=2000", session_of(worker));
+        CHECK(padded.status == 200);
+        CHECK(header(padded, "x-pad") == std::string(2000, 'a'));
+        const HttpReply huge = g.call("GET", "/api/echo/big-head?bytes=70000", session_of(worker));
+        check_gateway_error(huge, 502, "upstream_error");
+        CHECK(contains(huge.body, "larger than"));
+        // Malformed field lines are not passed on.
+        for (const char* kind : {"name", "cr"}) {
+            INFO("kind " << kind);
+            check_gateway_error(
+                g.call("GET", std::string("/api/echo/bad-head?kind=") + kind, session_of(worker)),
+                502, "upstream_error");
+        }
+        // Transfer-Encoding with a Content-Length: the body curl decoded is relayed whole and
+        // chunked, never under a Content-Length it does not match.
+        const HttpReply both = g.call("GET", "/api/echo/te-and-length", session_of(worker));
+        CHECK(both.status == 200);
+        CHECK(header(both, "content-length").empty());
+        CHECK(both.body == "abcdefghijklmnopqrstuvwxyz");
+        CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
+    }
+
     SECTION("interim responses do not extend the wait for the answer") {
         // Six 102s 0.8 s apart: the upstream keeps talking for 4.8 s, past the 2 s timeout.
         const auto start = SteadyClock::now();

@@ -51,6 +51,12 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           allowed, also for /stall-body), then answers 200 JSON.
   /stall-body?secs=S      200 with Content-Length 100, sends 10 bytes, sleeps S seconds,
                           then the other 90.
+  /big-head?bytes=N       200 JSON with a header X-Pad of N bytes ("a"s). Default N=1000.
+  /bad-head?kind=K        200 JSON whose head holds a malformed field: K=name gives
+                          "Bad Name: x", K=cr a value with a bare CR ("a\rb"). The
+                          connection is closed after it.
+  /te-and-length          Transfer-Encoding: chunked together with Content-Length: 5, and a
+                          chunked body of 26 bytes ("abcdefghijklmnopqrstuvwxyz"). Closed after.
   /interim?count=N&interval_ms=M
                           N interim "102 Processing" responses M ms apart (the first at
                           once), then 200 JSON. Defaults N=3, M=100.
@@ -308,6 +314,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ("/stall-body", self._stall_body),
             ("/stall", self._stall),
             ("/interim", self._interim),
+            ("/big-head", self._big_head),
+            ("/bad-head", self._bad_head),
+            ("/te-and-length", self._te_and_length),
             ("/reset", self._reset),
         ]
         try:
@@ -466,6 +475,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _stall(self) -> None:
         time.sleep(self._float_param("secs", 1.0))
         self._send_json(200, {"stalled": True})
+
+    def _big_head(self) -> None:
+        size = self._int_param("bytes", 1000, 0, 1_000_000)
+        self._send_json(200, {"padded": size}, [("X-Pad", "a" * size)])
+
+    def _raw_answer(self, head: bytes, body: bytes) -> None:
+        """Writes a response exactly as given, then closes the connection."""
+        self.close_connection = True
+        self.wfile.write(head + body)
+        self.wfile.flush()
+
+    def _bad_head(self) -> None:
+        kind = self.req_query.get("kind", ["name"])[-1]
+        field = {"name": b"Bad Name: x", "cr": b"X-Bad: a\rb"}.get(kind)
+        if field is None:
+            return self._send_json(400, {"error": "kind is name or cr"})
+        body = b'{"bad": true}'
+        self._raw_answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + field +
+                         b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
+                         body)
+
+    def _te_and_length(self) -> None:
+        self._raw_answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+                         b"Connection: close\r\n\r\n",
+                         b"d\r\nabcdefghijklm\r\nd\r\nnopqrstuvwxyz\r\n0\r\n\r\n")
 
     def _interim(self) -> None:
         count = self._int_param("count", 3, 0, 1000)
