@@ -222,9 +222,11 @@ void Transfer::arm_deadline() {
         if (ec || life.expired() || done_) {
             return;
         }
-        // A paused transfer waits on the client, not on the upstream.
-        if (recv_paused_ || Clock::now() < last_activity_ + timeout_) {
-            if (recv_paused_) {
+        // A paused transfer waits on the agent (to read the response, or to send more of the
+        // request body), not on the upstream; the agent's own read timeout bounds that.
+        const bool waiting_on_agent = recv_paused_ || send_paused_;
+        if (waiting_on_agent || Clock::now() < last_activity_ + timeout_) {
+            if (waiting_on_agent) {
                 last_activity_ = Clock::now();
             }
             arm_deadline();

@@ -1194,6 +1194,21 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
         CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
     }
 
+    SECTION("an agent slow to send its body is not taken for a silent upstream") {
+        // A chunked body with a pause longer than the service's 2 s timeout between pieces:
+        // the wait is the agent's, bounded by its own read timeout, not the upstream's.
+        RawConnection c(g.port);
+        c.send(
+            "POST /api/slow/echo/slow-body HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session +
+            "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nfirst\r\n");
+        std::this_thread::sleep_for(3s);
+        c.send("6\r\nsecond\r\n0\r\n\r\n");
+        const RawReply r = c.read_until_close(10s);
+        INFO("reply " << r.raw);
+        CHECK(r.status == 200);
+        CHECK(contains(r.body, "firstsecond"));
+    }
+
     SECTION("interim responses do not extend the wait for the answer") {
         // Six 102s 0.8 s apart: the upstream keeps talking for 4.8 s, past the 2 s timeout.
         const auto start = SteadyClock::now();
