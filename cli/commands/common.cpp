@@ -4,6 +4,8 @@
 #include <memory>
 #include <ostream>
 
+#include <fmt/format.h>
+
 #include "cli/output.hpp"
 
 namespace agentgw::cli {
@@ -81,12 +83,25 @@ Status call_and_print(Context& ctx, std::string_view method, const std::string& 
     return {};
 }
 
+std::string printable(std::string_view text, bool keep_lines) {
+    std::string out;
+    out.reserve(text.size());
+    for (const unsigned char c : text) {
+        if ((c < 0x20 && !(keep_lines && (c == '\n' || c == '\t'))) || c == 0x7f) {
+            out += fmt::format("\\x{:02x}", c);
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 std::string cell(const nlohmann::json& value) {
     if (value.is_null() || (value.is_string() && value.get_ref<const std::string&>().empty())) {
         return "-";
     }
     if (value.is_string()) {
-        return value.get<std::string>();
+        return printable(value.get_ref<const std::string&>());
     }
     if (value.is_boolean()) {
         return value.get<bool>() ? "yes" : "no";

@@ -50,9 +50,14 @@ Status call_and_print(Context& ctx, std::string_view method, const std::string& 
                       const std::optional<nlohmann::json>& body = std::nullopt,
                       const Printer& print = {});
 
-// A JSON value as one table cell: strings as they are, null and "" as "-", booleans as yes/no,
-// numbers in decimal, lists of scalars joined by ", " ("-" when empty), anything else as
-// compact JSON.
+// Text shown to a person with its control characters (DEL included) written as \xNN, so that
+// text from elsewhere (an agent's blob name, an upstream's answer) cannot drive the terminal.
+// With `keep_lines`, newline and tab stay as they are.
+std::string printable(std::string_view text, bool keep_lines = false);
+
+// A JSON value as one table cell: strings as printable() makes them, null and "" as "-",
+// booleans as yes/no, numbers in decimal, lists of scalars joined by ", " ("-" when empty),
+// anything else as compact JSON.
 std::string cell(const nlohmann::json& value);
 
 // The member `key` of `object` as a cell; "-" when it is absent.

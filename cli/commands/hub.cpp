@@ -54,20 +54,6 @@ Result<std::string> read_all_stdin() {
     }
 }
 
-// Data shown to a person: control characters other than newline and tab escaped, so the
-// data cannot drive the terminal (--raw prints it as it is).
-std::string shown(std::string_view data) {
-    std::string out;
-    for (const unsigned char c : data) {
-        if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
-            out += fmt::format("\\x{:02x}", c);
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
 Status run_publish(Context& ctx, const PublishOptions& o) {
     TRY_ASSIGN(std::string data, read_all_stdin());
     std::optional<nlohmann::json> request =
@@ -118,7 +104,7 @@ Status run_retrieve(Context& ctx, const RetrieveOptions& o) {
                      {"created", field(b, "created_at")},
                      {"expires", field(b, "expires_at")},
                      {"once", field(b, "once")}});
-        out << "data:\n" << shown(b.at("data").get<std::string>()) << '\n';
+        out << "data:\n" << printable(b.at("data").get_ref<const std::string&>(), true) << '\n';
     });
     return {};
 }

@@ -752,3 +752,48 @@ TEST_CASE("the control API publishes and retrieves on behalf of an agent", "[hub
     check_error(g.control("POST", "/v1/hub/retrieve", json{{"agent", "bob-agent"}}.dump()), 400,
                 "bad_request");
 }
+
+TEST_CASE("agentgw publish and retrieve, with nothing an agent wrote driving the terminal",
+          "[hub][cli]") {
+    Gateway g;
+    const HubAgent alice = g.agent("alice-agent");
+    g.agent("bob-agent");
+    auto cli = [&](std::vector<std::string> args, const std::string& input) {
+        args.insert(args.begin(), {AGENTGW_CLI_PATH, "--socket", g.daemon.socket.string()});
+        return run(args, {}, input);
+    };
+
+    // An agent labels its blob and fills it with terminal escapes (a title change, colour).
+    const std::string data = "line 1\n\x1b[31mred\x1b[0m\tend\x7f";
+    const std::string token =
+        g.published(alice, {{"name", "report\x1b]0;owned\x07"}, {"data", data}});
+    const RunResult shown = cli({"retrieve", "--as", "bob-agent"}, token + "\n");
+    INFO("stdout: " << shown.out << "\nstderr: " << shown.err);
+    REQUIRE(shown.code == 0);
+    CHECK(shown.out.find('\x1b') == std::string::npos);
+    CHECK(shown.out.find('\x07') == std::string::npos);
+    CHECK(shown.out.find('\x7f') == std::string::npos);
+    CHECK(contains(shown.out, "report\\x1b]0;owned\\x07"));
+    CHECK(contains(shown.out, "line 1\n\\x1b[31mred\\x1b[0m\tend\\x7f"));
+    CHECK(contains(shown.out, "alice-agent"));
+
+    // --raw gives the data exactly as published, and nothing else.
+    const RunResult raw = cli({"retrieve", "--as", "bob-agent", "--raw", "-"}, token + "\n");
+    REQUIRE(raw.code == 0);
+    CHECK(raw.out == data);
+
+    // publish reads the data from stdin and prints the token; the agent API then serves it.
+    const std::string bytes = std::string("from\0stdin\n", 11);
+    const RunResult published =
+        cli({"publish", "--as", "alice-agent", "--name", "piped", "--once"}, bytes);
+    INFO("publish: " << published.out << published.err);
+    REQUIRE(published.code == 0);
+    std::string piped_token = published.out;
+    while (!piped_token.empty() && (piped_token.back() == '\n' || piped_token.back() == '\r')) {
+        piped_token.pop_back();
+    }
+    const RunResult once = cli({"retrieve", "--raw"}, piped_token + "\n");
+    REQUIRE(once.code == 0);
+    CHECK(once.out == bytes);
+    check_gone(g.retrieve(alice, piped_token));  // once: gone after the first retrieval
+}
