@@ -91,7 +91,7 @@ TEST_CASE("an empty registry still describes every family") {
     CHECK_THAT(text, !Contains("gauge"));
 }
 
-TEST_CASE("histograms keep one series per service; odd durations count as 0") {
+TEST_CASE("histograms keep one series per service, odd durations count as 0") {
     Metrics m;
     m.observe_proxy("b", 2.0);
     m.observe_proxy("a", -1.0);

@@ -123,7 +123,7 @@ TEST_CASE("keys are independent") {
     CHECK(rl.size() == 3);
 }
 
-TEST_CASE("a changed limit applies to what is counted; a changed window starts afresh") {
+TEST_CASE("a changed limit applies to what is counted, a changed window starts afresh") {
     FakeClock clock;
     RateLimiter rl(clock);
     CHECK(burst(rl, "agent:a", k_limit, k_window, k_limit) == k_limit);
