@@ -70,7 +70,23 @@ std::string_view table_name(Table table) noexcept {
 
 // ---- ReadTxn / WriteTxn ----------------------------------------------------------------
 
+namespace {
+
+// LMDB's default maximum key size: keys outside 1..511 bytes cannot be stored, and LMDB
+// refuses to look them up (MDB_BAD_VALSIZE) rather than not finding them.
+constexpr size_t k_max_key = 511;
+
+bool storable_key(std::string_view key) {
+    return !key.empty() && key.size() <= k_max_key;
+}
+
+}  // namespace
+
 Result<std::optional<SecretBytes>> ReadTxn::get(Table table, std::string_view key) const {
+    if (!storable_key(key)) {
+        return std::optional<SecretBytes>{};  // no record can have it: a name or id from
+                                              // outside, say, that is empty or too long
+    }
     MDB_val k = lmdb::to_val(key);
     MDB_val v{};
     const int rc = mdb_get(txn_, vault_.dbi(table), &k, &v);
@@ -155,7 +171,7 @@ Status WriteTxn::check(int rc, std::string_view what) {
 
 Status WriteTxn::put_raw(MDB_dbi dbi, std::string_view key, std::string_view value,
                          unsigned flags) {
-    if (key.empty() || key.size() > 511) {  // LMDB's default maximum key size
+    if (!storable_key(key)) {
         return make_error(Code::invalid_argument, "vault keys must be 1 to 511 bytes");
     }
     MDB_val k = lmdb::to_val(key);
@@ -180,6 +196,9 @@ Status WriteTxn::insert(Table table, std::string_view key, std::string_view valu
 
 Result<bool> WriteTxn::erase(Table table, std::string_view key) {
     touch(table);
+    if (!storable_key(key)) {
+        return false;
+    }
     MDB_val k = lmdb::to_val(key);
     const int rc = mdb_del(txn_, vault_.dbi(table), &k, nullptr);
     if (rc == MDB_NOTFOUND) {

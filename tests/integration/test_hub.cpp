@@ -482,6 +482,8 @@ TEST_CASE("size limit, bad bodies and the blob quota", "[hub][limits]") {
              std::string(R"({"name":"n","data":"d","ttl":1.5})"),
              std::string(R"({"name":"n","data":"d","once":"yes"})"),
              std::string(R"({"name":"n","data":"d","recipients":"bob"})"),
+             std::string(R"({"name":"n","data":"d","recipients":[""]})"),
+             R"({"name":"n","data":"d","recipients":[")" + std::string(600, 'a') + R"("]})",
              std::string(R"({"name":"n","data":"d","extra":1})"),
              std::string(R"({"data":"d"})"),
              std::string(R"({"name":"","data":"d"})"),

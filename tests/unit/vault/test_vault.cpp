@@ -287,6 +287,32 @@ TEST_CASE("scans visit a prefix in key order", "[vault]") {
     CHECK(seen == std::vector<std::string>{"a/1=va/1", "a/2=va/2"});
 }
 
+TEST_CASE("keys no record can have are not found, and cannot be written", "[vault]") {
+    TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    auto vault = test::open_vault(dir / "state", key);
+    REQUIRE(vault);
+    REQUIRE(test::put(**vault, Table::agents, std::string(511, 'k'), "longest"));
+    for (const std::string& odd : {std::string(), std::string(512, 'k')}) {
+        INFO("key of " << odd.size() << " bytes");
+        std::optional<SecretBytes> found;
+        REQUIRE((*vault)->read([&](const ReadTxn& txn) -> Status {
+            TRY_ASSIGN(found, txn.get(Table::agents, odd));
+            return {};
+        }));
+        CHECK_FALSE(found.has_value());
+        bool erased = true;
+        REQUIRE((*vault)->write([&](WriteTxn& txn) -> Status {
+            TRY_ASSIGN(erased, txn.erase(Table::agents, odd));
+            return {};
+        }));
+        CHECK_FALSE(erased);
+        const Status put = test::put(**vault, Table::agents, odd, "v");
+        REQUIRE_FALSE(put);
+        CHECK(put.error().code == Code::invalid_argument);
+    }
+}
+
 TEST_CASE("writing past the initial map size grows the map", "[vault]") {
     TempDir dir;
     const auto key = test::key_at(dir / "k");
