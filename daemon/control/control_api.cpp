@@ -86,8 +86,15 @@ http::Response respond(const Done& d) {
 Status check_query(const Ctx& c, const std::vector<std::string>& allowed) {
     for (const auto& [key, value] : c.query) {
         if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+            // Named only when it looks like a parameter name: a query of a bare token or
+            // secret ("?sk-...") must not come back in the answer or the audit log.
+            const bool nameable =
+                key.size() <= 32 && std::all_of(key.begin(), key.end(), [](char ch) {
+                    return (ch >= 'a' && ch <= 'z') || ch == '_';
+                });
             return make_error(Code::invalid_argument,
-                              fmt::format("query parameter \"{}\": unknown", key));
+                              nameable ? fmt::format("query parameter \"{}\": unknown", key)
+                                       : std::string("an unknown query parameter"));
         }
         if (value.empty()) {
             return make_error(Code::invalid_argument,
@@ -123,9 +130,11 @@ http::Handler action_route(ControlContext& cc, std::string action, Step step,
         }
         if (!done) {
             http::Response res = http::error_response(done.error());
+            // The route, not the target: a query string may hold what should never be kept.
+            const std::string_view target = c.req.target();
             const AuditEvent event{actor_of(c),
                                    action,
-                                   std::string(c.req.target()),
+                                   std::string(target.substr(0, target.find('?'))),
                                    std::string(res[std::string_view("Agentgw-Error")]),
                                    {{"message", done.error().message}}};
             co_await cc.audit.append(event);

@@ -259,17 +259,29 @@ TEST_CASE("control actions are audited and tampering is detected", "[control][au
     c.ok("POST", "/auth/agent", R"({"user_id":"alice","agent_name":"worker"})");
     c.ok("POST", "/auth/agent/worker/rotate", R"({"grace_secs":60})");
     c.fail("POST", "/auth/register", R"({"username":"alice","email":"a@example.com"})");
+    // A query string is refused, and what it held is neither echoed nor kept.
+    for (const char* query : {"?token=kept-out-value", "?kept-out-token"}) {
+        const auto [status, body] = c.fail("POST", std::string("/auth/register") + query,
+                                           R"({"username":"b","email":"b@x.y"})");
+        CHECK(status == 400);
+        CHECK(body.dump().find("kept-out") == std::string::npos);
+    }
 
     const json page = c.ok("GET", "/v1/audit");
+    CHECK(page.dump().find("kept-out") == std::string::npos);
     std::vector<std::string> actions;
     for (const auto& e : page["entries"]) {
         require_keys(e, {"seq", "time", "actor", "action", "target", "outcome", "details", "hash"});
         CHECK(e["actor"] == "uid:" + std::to_string(::geteuid()));
         actions.push_back(e["action"]);
     }
-    CHECK(actions ==
-          std::vector<std::string>{"user.create", "agent.create", "agent.rotate", "user.create"});
+    CHECK(actions == std::vector<std::string>{"user.create", "agent.create", "agent.rotate",
+                                              "user.create", "user.create", "user.create"});
     CHECK(page["entries"][3]["outcome"] == "conflict");
+    for (const int i : {4, 5}) {
+        CHECK(page["entries"][i]["outcome"] == "bad_request");
+        CHECK(page["entries"][i]["target"] == "/auth/register");
+    }
     // The cursor continues where the page ended.
     const json rest = c.ok("GET", "/v1/audit?after=" + page["next"].dump());
     CHECK(rest["entries"].empty());
@@ -277,7 +289,7 @@ TEST_CASE("control actions are audited and tampering is detected", "[control][au
 
     const json verified = c.ok("POST", "/v1/audit/verify");
     CHECK(verified["ok"] == true);
-    CHECK(verified["entries"] == 4);
+    CHECK(verified["entries"] == 6);
 
     // Alter entry 2 on disk (the daemon stopped), restart: verify names it.
     c.daemon.child->signal(SIGTERM);
