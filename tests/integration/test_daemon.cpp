@@ -256,6 +256,13 @@ TEST_CASE("malformed and smuggling requests get a JSON 400 and a closed connecti
 
 TEST_CASE("a listener out of descriptors waits for one instead of spinning, then serves again",
           "[daemon]") {
+#if defined(__SANITIZE_ADDRESS__)
+    // The sanitizers' runtime needs descriptors of its own to check memory (it probes with a
+    // pipe), so with none left every check fails and the sanitized daemon aborts: this case
+    // can only run in a plain build.
+    WARN("not run under the sanitizers");
+    return;
+#endif
     TempDir dir;
     std::optional<RunningDaemon> d;
     {
