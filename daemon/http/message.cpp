@@ -1,5 +1,6 @@
 #include "daemon/http/message.hpp"
 
+#include <algorithm>
 #include <iterator>
 #include <utility>
 
@@ -39,6 +40,18 @@ Response error_response(const Error& error) {
                   "one row per Code, in declaration order");
     const auto& [status, type] = k_map[static_cast<size_t>(error.code)];
     return error_response(status, type, error.message);
+}
+
+bool is_token(std::string_view s) {
+    static constexpr std::string_view k_punct = "!#$%&'*+-.^_`|~";
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               k_punct.find(c) != std::string_view::npos;
+    });
+}
+
+bool holds_line_break(std::string_view value) {
+    return value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
 }
 
 }  // namespace agentgw::http

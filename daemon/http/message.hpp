@@ -24,4 +24,11 @@ Response error_response(HttpStatus status, std::string_view type, std::string_vi
 // The SPEC §3 error type and HTTP status for an internal error code.
 Response error_response(const Error& error);
 
+// RFC 9110 §5.6.2: whether `s` is a token, as a field name must be.
+bool is_token(std::string_view s);
+
+// Whether a field value holds CR, LF or NUL. Such a value is never passed on: a lenient
+// parser could take a bare CR for the end of the line.
+bool holds_line_break(std::string_view value);
+
 }  // namespace agentgw::http

@@ -109,7 +109,7 @@ std::optional<Response> check_header(const Request::header_type& h) {
         }
     }
     for (const auto& field : h) {
-        if (field.value().find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+        if (holds_line_break(field.value())) {
             return error_response(HttpStatus::bad_request, "bad_request",
                                   "a header value holds CR, LF or NUL");
         }

@@ -16,6 +16,7 @@
 
 #include "common/fs.hpp"
 #include "common/unique_fd.hpp"
+#include "daemon/http/message.hpp"
 
 namespace agentgw {
 
@@ -290,18 +291,6 @@ Result<int64_t> read_int(const Where& where, const json& value, std::string_view
 
 // ---- Value checks --------------------------------------------------------------------------
 
-bool is_tchar(char c) {
-    // RFC 9110 §5.6.2 token characters.
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-        return true;
-    }
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool is_token(std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
-}
-
 bool is_valid_id(std::string_view id) {
     const auto ok = [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
@@ -352,7 +341,7 @@ bool is_method(std::string_view s) {
     if (s == "*") {
         return true;
     }
-    return is_token(s) &&
+    return http::is_token(s) &&
            std::none_of(s.begin(), s.end(), [](char c) { return c >= 'a' && c <= 'z'; });
 }
 
@@ -561,7 +550,7 @@ Result<AuthSpec> read_auth(const Where& where, const json& value) {
         case AuthSpec::Type::header: {
             TRY_ASSIGN(const json* name, require(where, value, "name", "auth.name"));
             TRY_ASSIGN(auth.name, read_string(where, *name, "auth.name", k_max_short));
-            if (!is_token(auth.name)) {
+            if (!http::is_token(auth.name)) {
                 return fail(where, "auth.name",
                             fmt::format("{} is not a valid header name", quote(auth.name)));
             }

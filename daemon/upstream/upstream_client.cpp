@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/crypto/secure_buffer.hpp"
+#include "daemon/http/message.hpp"
 
 namespace agentgw::upstream {
 
@@ -49,21 +50,6 @@ constexpr long k_idle_connections = 512;
 // keeps every field well within what Beast's fields can hold (a name or value under 64 KiB:
 // a larger one throws).
 constexpr size_t k_max_head = 48 * 1024;
-
-// RFC 9110 §5.6.2: a field name is a token.
-bool is_token(std::string_view s) {
-    static constexpr std::string_view k_punct = "!#$%&'*+-.^_`|~";
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               k_punct.find(c) != std::string_view::npos;
-    });
-}
-
-// A field value may not carry CR, LF or NUL: passed on to the agent, a bare CR could end the
-// line for a lenient parser.
-bool is_clean_value(std::string_view s) {
-    return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
-}
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
@@ -322,7 +308,7 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
         std::string value(last->value());
         value.push_back(' ');
         value.append(trim(line));
-        if (!is_clean_value(value)) {
+        if (http::holds_line_break(value)) {
             return t.refuse_head("the upstream sent a header value holding CR, LF or NUL");
         }
         headers.erase(last);
@@ -335,10 +321,10 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
     }
     const std::string_view name = line.substr(0, colon);
     const std::string_view value = trim(line.substr(colon + 1));
-    if (!is_token(name)) {
+    if (!http::is_token(name)) {
         return t.refuse_head("the upstream sent a malformed header name");
     }
-    if (!is_clean_value(value)) {
+    if (http::holds_line_break(value)) {
         return t.refuse_head("the upstream sent a header value holding CR, LF or NUL");
     }
     headers.insert(name, value);
