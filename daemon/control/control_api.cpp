@@ -694,7 +694,7 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
               auto type = body->string("type");
               auto user = body->optional_string("user");
               auto agent = body->optional_string("agent");
-              auto expires_in = body->optional_int("expires_in", 1, int64_t{10} * 365 * 86400);
+              auto expires_in = body->optional_int("expires_in", 1, k_max_credential_lifetime_secs);
               if (!scope) {
                   co_return scope.error();
               }

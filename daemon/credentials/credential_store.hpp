@@ -24,6 +24,10 @@ std::string_view scope_name(CredentialScope scope) noexcept;
 // The inverse of scope_name; std::nullopt for any other text.
 std::optional<CredentialScope> parse_scope(std::string_view name) noexcept;
 
+// The longest lifetime a credential is given: what `expires_in` may say on the control API,
+// and where a token server's larger `expires_in` is cut.
+inline constexpr int64_t k_max_credential_lifetime_secs = int64_t{10} * 365 * 86400;
+
 struct CredentialInput {
     std::string service;
     CredentialScope scope = CredentialScope::service;

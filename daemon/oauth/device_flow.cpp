@@ -27,23 +27,6 @@ constexpr int64_t k_default_interval = 5;         // RFC 8628 §3.2
 constexpr int64_t k_default_expires_in = 900;     // when the server names none
 constexpr int64_t k_keep_finished_ms = 3600'000;  // finished flows stay visible this long
 
-// A positive integer member; some servers send numbers as strings.
-int64_t positive_int(const json& body, const char* name, int64_t fallback) {
-    const auto it = body.find(name);
-    if (it != body.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
-        return it->get<int64_t>();
-    }
-    if (it != body.end() && it->is_string()) {
-        try {
-            const int64_t n = std::stoll(it->get<std::string>());
-            return n > 0 ? n : fallback;
-        } catch (const std::exception&) {
-            return fallback;
-        }
-    }
-    return fallback;
-}
-
 std::string string_of(const json& body, const char* name) {
     const auto it = body.find(name);
     return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -161,8 +144,9 @@ asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, Cre
              {"user_code", string_of(b, "user_code")},
              {"verification_uri", uri},
              {"verification_uri_complete", string_of(b, "verification_uri_complete")},
-             {"expires_ms", now + 1000 * positive_int(b, "expires_in", k_default_expires_in)},
-             {"interval", positive_int(b, "interval", k_default_interval)},
+             {"expires_ms", now + 1000 * seconds_of(b, "expires_in", k_default_expires_in,
+                                                    k_max_credential_lifetime_secs)},
+             {"interval", seconds_of(b, "interval", k_default_interval, k_max_interval_secs)},
              {"status", "pending"},
              {"message", "waiting for the user to approve"},
              {"created_ms", now}});
@@ -343,7 +327,9 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         }
         if (code == "slow_down") {
             // Permanently 5 s slower (RFC 8628 §3.5); a server naming a longer interval wins.
-            const int64_t next = std::max(interval + 5, positive_int(reply->body, "interval", 0));
+            const int64_t next = std::min(
+                std::max(interval + 5, seconds_of(reply->body, "interval", 0, k_max_interval_secs)),
+                k_max_interval_secs);
             const std::function<void(json&)> change = [next](json& r) { r["interval"] = next; };
             (void)co_await update(change);
             continue;
@@ -380,7 +366,9 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
                 input.scopes += (input.scopes.empty() ? "" : " ") + s;
             }
         }
-        if (const int64_t in = positive_int(reply->body, "expires_in", 0); in > 0) {
+        if (const int64_t in =
+                seconds_of(reply->body, "expires_in", 0, k_max_credential_lifetime_secs);
+            in > 0) {
             input.expires_in = in;
         }
         const auto stored = co_await credentials_.set(input);

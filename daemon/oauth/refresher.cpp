@@ -38,26 +38,6 @@ std::string printable_key(std::string_view key) {
     return out;
 }
 
-// expires_in as a number of seconds; servers send it as a number, some as a string.
-int64_t expires_in_of(const json& body) {
-    const auto it = body.find("expires_in");
-    if (it == body.end()) {
-        return 0;
-    }
-    if (it->is_number_integer() && it->get<int64_t>() > 0) {
-        return it->get<int64_t>();
-    }
-    if (it->is_string()) {
-        try {
-            const int64_t n = std::stoll(it->get<std::string>());
-            return n > 0 ? n : 0;
-        } catch (const std::exception&) {
-            return 0;
-        }
-    }
-    return 0;
-}
-
 std::string scopes_of(const Service& service) {
     std::string out;
     for (const auto& s : service.auth.scopes) {
@@ -219,7 +199,7 @@ asio::awaitable<Status> TokenRefresher::run(const Service& service, const std::s
         rt != reply->body.end() && rt->is_string()) {
         fresh.refresh_token = rt->get<std::string>();
     }
-    fresh.expires_in = expires_in_of(reply->body);
+    fresh.expires_in = seconds_of(reply->body, "expires_in", 0, k_max_credential_lifetime_secs);
     if (const auto scope = reply->body.find("scope");
         scope != reply->body.end() && scope->is_string()) {
         fresh.scopes = scope->get<std::string>();

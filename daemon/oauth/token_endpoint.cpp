@@ -1,5 +1,8 @@
 #include "daemon/oauth/token_endpoint.hpp"
 
+#include <algorithm>
+#include <charconv>
+
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <fmt/format.h>
@@ -98,6 +101,36 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
         co_return make_error(Code::upstream, fmt::format("{} answered HTTP {}", url, status));
     }
     co_return std::move(reply);
+}
+
+int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallback, int64_t max) {
+    const auto it = body.find(name);
+    if (it == body.end()) {
+        return fallback;
+    }
+    if (it->is_number_unsigned()) {  // how nlohmann holds every non-negative integer it parsed
+        const uint64_t n = it->get<uint64_t>();
+        return n == 0 ? fallback : static_cast<int64_t>(std::min(n, static_cast<uint64_t>(max)));
+    }
+    if (it->is_number_integer()) {
+        const int64_t n = it->get<int64_t>();
+        return n > 0 ? std::min(n, max) : fallback;
+    }
+    if (it->is_string()) {
+        const auto& text = it->get_ref<const std::string&>();
+        uint64_t n = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+        if (end != text.data() + text.size() || text.empty()) {
+            return fallback;  // a sign, a fraction or trailing text: not a count of seconds
+        }
+        if (ec == std::errc::result_out_of_range) {
+            return max;
+        }
+        return ec != std::errc{} || n == 0
+                   ? fallback
+                   : static_cast<int64_t>(std::min(n, static_cast<uint64_t>(max)));
+    }
+    return fallback;  // negative, fractional, or not a number
 }
 
 std::string error_code(const EndpointReply& reply) {

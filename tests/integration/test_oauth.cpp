@@ -11,8 +11,10 @@
 // access_denied, expired_token, the CLI or the daemon killed mid-flow) and the control API.
 #include <chrono>
 #include <csignal>
+#include <ctime>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <thread>
 #include <unistd.h>
@@ -895,5 +897,53 @@ TEST_CASE("a refresh failure that is safe to repeat is retried, a refusal is not
         check_refresh_failed(g.call("GET", "/api/stub/resource"));
         CHECK(stub.requests("refresh_token").size() == 1);
         CHECK(g.credential("stub").at("status") == "reauth_required");
+    }
+}
+
+TEST_CASE("lifetimes and intervals from the token server are bounded", "[oauth][stub]") {
+    // A year as RFC 3339 text starts: the first four characters.
+    const auto year_of = [](const std::string& rfc3339) { return std::stoi(rfc3339.substr(0, 4)); };
+    const std::time_t now = std::time(nullptr);
+    std::tm today{};
+    REQUIRE(gmtime_r(&now, &today) != nullptr);
+    const int this_year = today.tm_year + 1900;
+    constexpr int64_t huge = std::numeric_limits<int64_t>::max();
+
+    SECTION("a device code's expires_in and interval") {
+        TokenStub stub({.interval = huge, .expires_in = huge});
+        Gateway g(stub_service(stub));
+        const HttpReply r = g.control("POST", "/v1/oauth/device",
+                                      json{{"service", "stub"}, {"user", "alice"}}.dump());
+        INFO("status " << r.status << " body " << r.body << "\ndaemon: " << g.daemon_log());
+        REQUIRE(r.status / 100 == 2);
+        const json flow = json::parse(r.body);
+        CHECK(flow.at("interval") == 3600);
+        CHECK(year_of(flow.at("expires_at")) >= this_year + 9);
+        CHECK(year_of(flow.at("expires_at")) <= this_year + 11);
+        // The poller waits its (bounded) interval instead of polling at once.
+        std::this_thread::sleep_for(1500ms);
+        CHECK(stub.requests(k_device_code_grant).empty());
+        const HttpReply shown =
+            g.control("GET", "/v1/oauth/device/" + flow.at("flow_id").get<std::string>());
+        REQUIRE(shown.status == 200);
+        CHECK(json::parse(shown.body).at("status") == "pending");
+    }
+    SECTION("an access token's expires_in") {
+        TokenStub stub({.token_expires_in = huge});
+        Gateway g(stub_service(stub));
+        g.import_tokens("stub", {{"refresh_token", "stub-refresh-0"}});
+        for (int i = 0; i < 3; ++i) {
+            const HttpReply r = g.call("GET", "/api/stub/resource");
+            INFO("status " << r.status << " body " << r.body << "\ndaemon: " << g.daemon_log());
+            CHECK(r.status == 200);
+        }
+        // One refresh: the token it brought is good for ten years, not already expired.
+        CHECK(stub.requests("refresh_token").size() == 1);
+        const json cred = g.credential("stub");
+        REQUIRE(cred.is_object());
+        INFO("credential " << cred.dump());
+        REQUIRE(cred.at("expires_at").is_string());
+        CHECK(year_of(cred.at("expires_at")) >= this_year + 9);
+        CHECK(year_of(cred.at("expires_at")) <= this_year + 11);
     }
 }

@@ -13,7 +13,8 @@ TokenStub::TokenStub(const TokenStubOptions& options) {
     child_ = std::make_unique<Child>(std::vector<std::string>{
         "/usr/bin/env", "python3", AGENTGW_TOKEN_STUB, "--device-script", options.device_script,
         "--refresh-script", options.refresh_script, "--interval", std::to_string(options.interval),
-        "--expires-in", std::to_string(options.expires_in)});
+        "--expires-in", std::to_string(options.expires_in), "--token-expires-in",
+        std::to_string(options.token_expires_in)});
     const auto line = child_->read_stdout_line(15s);
     if (!line || !line->starts_with("listening ")) {
         child_->wait(1s);

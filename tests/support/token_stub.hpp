@@ -4,6 +4,7 @@
 // token request with its arrival time. The destructor stops it. Not thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,8 +21,9 @@ struct TokenStubOptions {
     // access_only.
     std::string device_script = "pending";
     std::string refresh_script = "tokens";
-    int interval = 1;      // of the device authorization answer; 0 leaves it out
-    int expires_in = 600;  // of the device authorization answer
+    int64_t interval = 1;             // of the device authorization answer; 0 leaves it out
+    int64_t expires_in = 600;         // of the device authorization answer
+    int64_t token_expires_in = 3600;  // of the tokens answers
 };
 
 class TokenStub {

@@ -11,6 +11,7 @@ Command line:
 
     python3 tests/support/token_stub.py [--device-script ITEMS] [--refresh-script ITEMS]
                                         [--interval SECS] [--expires-in SECS]
+                                        [--token-expires-in SECS]
 
   * Listens on 127.0.0.1 with a kernel-chosen port and prints exactly one line, `listening
     <port>`, to stdout once it accepts connections. Serves until SIGTERM or SIGINT, exits 0.
@@ -25,11 +26,12 @@ Command line:
         invalid_grant  400 {"error": "invalid_grant"}
         http500        500 {} (no OAuth error: a failure that is safe to repeat)
         tokens         200 {"access_token": "stub-access-N", "refresh_token":
-                       "stub-refresh-N", "token_type": "Bearer", "expires_in": 3600}
+                       "stub-refresh-N", "token_type": "Bearer", "expires_in": SECS}
         slow_tokens    the same after 2 seconds (a refresh that others must wait for)
         access_only    200 as tokens, without a refresh_token (the client keeps its own)
   * --interval: the `interval` of the device authorization answer (default 1; 0 leaves it
-    out). --expires-in: its `expires_in` (default 600).
+    out). --expires-in: its `expires_in` (default 600). --token-expires-in: the `expires_in`
+    of the tokens answers (default 3600).
 
 Endpoints:
   POST /device            device authorization: {"device_code": "stub-device-N", "user_code":
@@ -82,11 +84,12 @@ class State:
     """The scripts, the issued tokens and the request record; guarded by one lock."""
 
     def __init__(self, device: list[str], refresh: list[str], interval: int,
-                 expires_in: int) -> None:
+                 expires_in: int, token_expires_in: int) -> None:
         self.lock = threading.Lock()
         self.scripts = {"device": device, "refresh": refresh}
         self.interval = interval
         self.expires_in = expires_in
+        self.token_expires_in = token_expires_in
         self.issued = 0
         self.devices = 0
         self.access_tokens: set[str] = set()
@@ -199,8 +202,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 state.issued += 1
                 n = state.issued
                 state.access_tokens.add(f"stub-access-{n}")
+                token_expires_in = state.token_expires_in
             answer = {"access_token": f"stub-access-{n}", "token_type": "Bearer",
-                      "expires_in": 3600}
+                      "expires_in": token_expires_in}
             if item == "tokens":
                 answer["refresh_token"] = f"stub-refresh-{n}"
             self._send(200, answer)
@@ -243,6 +247,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--refresh-script", default="tokens")
     parser.add_argument("--interval", type=int, default=1)
     parser.add_argument("--expires-in", type=int, default=600)
+    parser.add_argument("--token-expires-in", type=int, default=3600)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -250,7 +255,7 @@ def main(argv: list[str]) -> int:
         try:
             state = State(check_items(args.device_script.split(",")),
                           check_items(args.refresh_script.split(",")),
-                          args.interval, args.expires_in)
+                          args.interval, args.expires_in, args.token_expires_in)
             server = StubServer(state)
         except (OSError, ValueError) as e:
             print(f"token_stub: {e}", file=sys.stderr)

@@ -1,0 +1,46 @@
+// oauth::seconds_of: how a token server's "expires_in" and "interval" are read (RFC 6749 §5.1,
+// RFC 8628 §3.2): numbers or numeric strings, bounded so that no expiry sum can overflow.
+#include <cstdint>
+#include <limits>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "daemon/oauth/token_endpoint.hpp"
+
+using agentgw::oauth::seconds_of;
+using nlohmann::json;
+
+TEST_CASE("seconds in a token server's answer are read as numbers or numeric strings",
+          "[oauth][unit]") {
+    const auto read = [](const json& value) {
+        return seconds_of(json{{"expires_in", value}}, "expires_in", 7, 1000);
+    };
+    CHECK(read(3600) == 1000);
+    CHECK(read(600) == 600);
+    CHECK(read("600") == 600);
+    CHECK(read(1) == 1);
+
+    SECTION("anything else gives the fallback") {
+        CHECK(seconds_of(json::object(), "expires_in", 7, 1000) == 7);
+        CHECK(read(0) == 7);
+        CHECK(read(-5) == 7);
+        CHECK(read("0") == 7);
+        CHECK(read("-5") == 7);
+        CHECK(read("") == 7);
+        CHECK(read("60s") == 7);
+        CHECK(read(" 60") == 7);
+        CHECK(read("6.5") == 7);
+        CHECK(read(6.5) == 7);
+        CHECK(read(true) == 7);
+        CHECK(read(nullptr) == 7);
+        CHECK(read(json::array({60})) == 7);
+    }
+    SECTION("values too large for any sum are cut to the bound") {
+        CHECK(read(std::numeric_limits<int64_t>::max()) == 1000);
+        CHECK(read(std::numeric_limits<uint64_t>::max()) == 1000);
+        CHECK(read(json::parse("123456789012345678901234567890")) == 7);  // a double: not a count
+        CHECK(read("9223372036854775807") == 1000);
+        CHECK(read("123456789012345678901234567890") == 1000);
+    }
+}
