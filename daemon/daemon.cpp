@@ -158,6 +158,8 @@ int run_daemon(DaemonConfig config) {
         spdlog::error("{}", listen_at.error().message);
         return 1;
     }
+    // Before the vault: writes still queued when it closes may read the clock.
+    const SystemClock clock;
     auto opened = open_vault(config, true);
     if (!opened) {
         spdlog::error("{}", opened.error().message);
@@ -166,7 +168,6 @@ int run_daemon(DaemonConfig config) {
     Vault& vault = *opened->vault;
     const auto started = std::chrono::steady_clock::now();
 
-    const SystemClock clock;
     auto keyring = Registry::load_keyring(vault);
     if (!keyring) {
         spdlog::error("{}", keyring.error().message);

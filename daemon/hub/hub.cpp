@@ -264,16 +264,18 @@ boost::asio::awaitable<Result<Blob>> Hub::retrieve(std::string_view token,
     if (!(*found)->once) {
         co_return std::move(**found);
     }
-    // A once blob: whoever's write finds it still there takes it, and removes it in that write.
+    // A once blob: whoever's write finds it still there, and still live when the write runs
+    // (it may have waited in the queue past the expiry), takes it and removes it in that write.
     auto taken = std::make_shared<std::optional<Blob>>();
-    const Vault::WriteFn write = [key, now, retriever_id, taken](WriteTxn& txn) -> Status {
+    const Clock* clock = &clock_;
+    const Vault::WriteFn write = [key, clock, retriever_id, taken](WriteTxn& txn) -> Status {
         taken->reset();
         TRY_ASSIGN(auto value, txn.get(Table::blobs, key));
         if (!value) {
             return gone();
         }
         TRY_ASSIGN(Blob b, parse_blob(as_view(*value)));
-        if (b.expires_ms <= now || !may_have(b, retriever_id)) {
+        if (b.expires_ms <= clock->now_ms() || !may_have(b, retriever_id)) {
             return gone();
         }
         TRY(erase_blob(txn, key, b));
@@ -293,14 +295,15 @@ boost::asio::awaitable<Status> Hub::remove(std::string_view token,
         co_return gone();
     }
     const std::string key = blob_key(token);
-    const int64_t now = clock_.now_ms();
-    const Vault::WriteFn write = [key, now, requester_id](WriteTxn& txn) -> Status {
+    const Clock* clock = &clock_;
+    const Vault::WriteFn write = [key, clock, requester_id](WriteTxn& txn) -> Status {
         TRY_ASSIGN(auto value, txn.get(Table::blobs, key));
         if (!value) {
             return gone();
         }
         TRY_ASSIGN(Blob b, parse_blob(as_view(*value)));
-        if (b.expires_ms <= now || (!requester_id.empty() && b.publisher_id != requester_id)) {
+        if (b.expires_ms <= clock->now_ms() ||
+            (!requester_id.empty() && b.publisher_id != requester_id)) {
             return gone();
         }
         return erase_blob(txn, key, b);

@@ -76,6 +76,7 @@ struct Blob {
 
 class Hub {
   public:
+    // `clock` must outlive the vault: writes the hub queued read it when they run.
     Hub(Vault& vault, const Clock& clock, HubLimits limits);
 
     const HubLimits& limits() const noexcept { return limits_; }

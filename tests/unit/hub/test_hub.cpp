@@ -3,6 +3,8 @@
 // concurrently), deletion by the publisher only, the input checks, the per-agent quotas and
 // what frees them, tokens that name nothing, and no blob data or token in plaintext on disk.
 #include <filesystem>
+#include <future>
+#include <optional>
 #include <regex>
 
 #include <boost/asio/co_spawn.hpp>
@@ -162,6 +164,45 @@ TEST_CASE("a blob is served until its expiry and never at or after it", "[hub][t
     check_gone(f.retrieve(reusable, "a1"));
     // Still stored (the sweeper has not run), yet never served.
     CHECK(f.stored() == 2);
+}
+
+TEST_CASE("a once blob that expires while its retrieval waits for the writer is not handed out",
+          "[hub][ttl][once]") {
+    Fixture f;
+    const std::string token = f.published(input("a1", "o", "once-data", 10, true));
+    f.clock.advance_ms(10'000 - 1);
+
+    // Hold the vault's writer, so the retrieval's write waits in the queue.
+    std::promise<void> writing;
+    std::promise<void> release;
+    std::promise<void> held_done;
+    f.vault->submit(
+        [&](WriteTxn&) -> Status {
+            writing.set_value();
+            release.get_future().wait();
+            return {};
+        },
+        [&](Status) { held_done.set_value(); });
+    writing.get_future().wait();
+
+    boost::asio::io_context ioc;
+    std::optional<Result<Blob>> got;
+    boost::asio::co_spawn(
+        ioc,
+        [&]() -> boost::asio::awaitable<void> {
+            const std::string who = "b1";
+            got.emplace(co_await f.hub->retrieve(token, who));
+        },
+        boost::asio::detached);
+    ioc.poll();  // the blob was live when looked up: the retrieval now waits for its write
+    REQUIRE_FALSE(got.has_value());
+
+    f.clock.advance_ms(1);  // expired before the write runs
+    release.set_value();
+    ioc.run();
+    held_done.get_future().wait();
+    REQUIRE(got.has_value());
+    check_gone(*got);
 }
 
 TEST_CASE("sweep removes only expired blobs, a bounded batch at a time", "[hub][sweep]") {
