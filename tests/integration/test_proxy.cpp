@@ -1144,12 +1144,15 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
     Gateway g;
     const std::string up = g.upstream->base_url();
     const RefusingPort down;
-    g.start(json::array({service("echo", up, k_bearer),
-                         service("down", down.url(), k_bearer, {{"connect_timeout_secs", 2}}),
-                         service("slow", up, k_bearer, {{"timeout_secs", 2}})}));
+    const UnansweredPort unanswered;
+    g.start(json::array(
+        {service("echo", up, k_bearer),
+         service("down", down.url(), k_bearer, {{"connect_timeout_secs", 2}}),
+         service("slow", up, k_bearer, {{"timeout_secs", 2}}),
+         service("unanswered", unanswered.url(), k_bearer, {{"connect_timeout_secs", 1}})}));
     g.add_user("alice");
-    const Agent worker = g.add_agent("alice", "worker", {"echo", "down", "slow"});
-    for (const char* svc : {"echo", "down", "slow"}) {
+    const Agent worker = g.add_agent("alice", "worker", {"echo", "down", "slow", "unanswered"});
+    for (const char* svc : {"echo", "down", "slow", "unanswered"}) {
         g.set_credential(svc, std::string("sk-") + svc);
     }
     g.upstream->clear_requests();
@@ -1159,6 +1162,15 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
         check_gateway_error(g.call("GET", "/api/down/x", session_of(worker)), 502,
                             "upstream_error");
         CHECK(seconds_since(start) < 5);
+    }
+
+    SECTION("no connection in time: 504") {
+        const auto start = SteadyClock::now();
+        const HttpReply r = g.call("GET", "/api/unanswered/x", session_of(worker));
+        const double took = seconds_since(start);
+        check_gateway_error(r, 504, "upstream_timeout");
+        CHECK(took >= 0.9);
+        CHECK(took < 6);  // a correctness bound (the service says 1 s), not a benchmark
     }
 
     SECTION("no answer in time: 504") {

@@ -65,6 +65,23 @@ RefusingPort::RefusingPort() {
     std::tie(fd_, port_) = bind_loopback("RefusingPort");
 }
 
+UnansweredPort::UnansweredPort() {
+    std::tie(listener_, port_) = bind_loopback("UnansweredPort");
+    // A backlog of 0 leaves room for one connection waiting to be accepted.
+    if (::listen(listener_.get(), 0) != 0) {
+        throw std::runtime_error("UnansweredPort: cannot listen");
+    }
+    queued_ = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!queued_.valid() ||
+        ::connect(queued_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        throw std::runtime_error("UnansweredPort: cannot fill the backlog");
+    }
+}
+
 HttpReply http_request(const std::string& method, const std::string& url, const std::string& body,
                        const std::vector<std::string>& headers, const std::string& unix_socket) {
     HttpReply reply;

@@ -40,6 +40,21 @@ class RefusingPort {
     uint16_t port_ = 0;
 };
 
+// A port on 127.0.0.1 where connections are never completed for as long as this lives: it
+// listens with a backlog of one, filled by a connection of its own that is never accepted, so
+// the kernel drops every further SYN and a connect() waits until its own timeout.
+class UnansweredPort {
+  public:
+    UnansweredPort();
+
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+  private:
+    UniqueFd listener_;
+    UniqueFd queued_;  // the connection that fills the backlog
+    uint16_t port_ = 0;
+};
+
 HttpReply http_request(const std::string& method, const std::string& url,
                        const std::string& body = {}, const std::vector<std::string>& headers = {},
                        const std::string& unix_socket = {});
