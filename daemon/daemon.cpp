@@ -8,6 +8,8 @@
 #include <functional>
 #include <iostream>
 #include <malloc.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
@@ -121,6 +123,23 @@ fs::path services_file_for(const DaemonConfig& config) {
         }
     }
     return {};
+}
+
+// Keeps the secrets this process holds (the master key, decrypted credentials, session
+// signing keys) out of core dumps and out of reach of the user's other processes, agents
+// included: with the dumpable flag off, attaching with ptrace or reading /proc/PID/mem,
+// environ, maps or fd takes CAP_SYS_PTRACE. ssh-agent does the same.
+void keep_memory_private() {
+    const rlimit no_core{0, 0};
+    if (::setrlimit(RLIMIT_CORE, &no_core) != 0) {
+        std::cerr << "agentgwd: warning: cannot turn core dumps off: " << std::strerror(errno)
+                  << '\n';
+    }
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        std::cerr << "agentgwd: warning: cannot keep other processes from reading this one's "
+                     "memory: "
+                  << std::strerror(errno) << '\n';
+    }
 }
 
 }  // namespace
@@ -567,6 +586,7 @@ int rekey_vault(const DaemonInvocation& inv) {
 }
 
 int daemon_main(int argc, const char* const* argv) {
+    keep_memory_private();
     // No fast bins. Each allocation of 1 KiB or more (curl makes several per proxied request)
     // first merges every chunk waiting in them, which undoes their purpose: without them,
     // small frees still go to the per-thread cache, and the proxy spends about 5% less CPU.

@@ -558,3 +558,59 @@ TEST_CASE("members of --socket-group may use the control socket", "[daemon][cli]
     CHECK(unknown.code == 1);
     CHECK(unknown.err.find("no such group") != std::string::npos);
 }
+
+TEST_CASE("agentgwd keeps its memory from the user's other processes and out of core dumps",
+          "[daemon][security]") {
+    SECTION("no core dumps") {
+        TempDir dir;
+        auto d = start_daemon(daemon_args(dir));
+        const std::string limits = read_file("/proc/" + std::to_string(d.child->pid()) + "/limits");
+        CHECK(std::regex_search(limits, std::regex(R"(Max core file size +0 +0 )")));
+    }
+    SECTION("no reading it from another process of its user") {
+        // Runs as nobody, so that the reader shares the daemon's user without being root
+        // (whom CAP_SYS_PTRACE lets in anyway).
+        if (::geteuid() != 0) {
+            WARN("not run: needs root, to start the daemon and the reader as another user");
+            return;
+        }
+        const std::vector<std::string> as_nobody = {"/usr/bin/setpriv", "--reuid=65534",
+                                                    "--regid=65534", "--clear-groups", "--"};
+        const auto nobody = [&](std::vector<std::string> argv) {
+            argv.insert(argv.begin(), as_nobody.begin(), as_nobody.end());
+            return argv;
+        };
+        if (run(nobody({AGENTGWD_PATH, "--version"})).code != 0) {
+            WARN("not run: nobody cannot run " << AGENTGWD_PATH);
+            return;
+        }
+        TempDir dir;
+        REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+        Child daemon(nobody([&] {
+            std::vector<std::string> argv = {AGENTGWD_PATH};
+            const auto args = daemon_args(dir);
+            argv.insert(argv.end(), args.begin(), args.end());
+            return argv;
+        }()));
+        INFO("agentgwd stderr: " << daemon.stderr_text());
+        REQUIRE(daemon.wait_for_stderr("ready:", 30s));
+
+        // The reader can read what another process of nobody's keeps in /proc...
+        Child sleeper(nobody({"/bin/sleep", "60"}));
+        const RunResult other =
+            run(nobody({"/bin/cat", "/proc/" + std::to_string(sleeper.pid()) + "/environ"}));
+        CHECK(other.code == 0);
+        // ... but not the daemon's environment or memory.
+        for (const char* file : {"environ", "mem", "maps"}) {
+            const RunResult r =
+                run(nobody({"/bin/cat", "/proc/" + std::to_string(daemon.pid()) + "/" + file}));
+            INFO(file << ": exit " << r.code << ", " << r.err);
+            CHECK(r.code != 0);
+            CHECK(r.err.find("Permission denied") != std::string::npos);
+        }
+        sleeper.signal(SIGKILL);
+        CHECK(sleeper.wait(10s).has_value());
+        daemon.signal(SIGTERM);
+        CHECK(daemon.wait(15s) == 0);
+    }
+}
