@@ -344,6 +344,12 @@ size_t Transfer::on_write(char* data, size_t size, size_t count, void* self) {
         t.recv_paused_ = true;
         return CURL_WRITEFUNC_PAUSE;
     }
+    if (t.bytes_received_ > 0 && t.pending_.size() + len > t.pending_.capacity()) {
+        // A body of more than one piece: room at once for the most this buffer holds, rather
+        // than growth by doubling, each step of which copies what it holds. A body that comes
+        // whole in one piece stays in a buffer of its own size.
+        t.pending_.reserve(k_high_water + k_receive_buffer);
+    }
     t.pending_.append(data, len);
     t.bytes_received_ += len;
     t.last_activity_ = Clock::now();
