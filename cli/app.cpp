@@ -6,30 +6,13 @@
 #include <fmt/format.h>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/common.hpp"
 #include "cli/exit_codes.hpp"
 #include "cli/spec.hpp"
 #include "common/paths.hpp"
 #include "common/version.hpp"
 
 namespace agentgw::cli {
-
-namespace {
-
-// Error text may quote what the daemon echoed back (names, paths); control characters are
-// shown escaped so an error stays one line and cannot drive the terminal.
-std::string printable(std::string_view text) {
-    std::string out;
-    for (const unsigned char c : text) {
-        if (c < 0x20 || c == 0x7f) {
-            out += fmt::format("\\x{:02x}", c);
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
-}  // namespace
 
 int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
     Context ctx;
@@ -78,6 +61,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     try {
         const Status s = chosen(ctx);
         if (!s) {
+            // Error text may quote what the daemon echoed back (names, paths): escaped, it
+            // stays one line and cannot drive the terminal.
             err << "agentgw: " << printable(s.error().message) << '\n';
             return exit_code_for(s.error().code);
         }

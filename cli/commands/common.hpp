@@ -50,9 +50,9 @@ Status call_and_print(Context& ctx, std::string_view method, const std::string& 
                       const std::optional<nlohmann::json>& body = std::nullopt,
                       const Printer& print = {});
 
-// Text shown to a person with its control characters (DEL included) written as \xNN, so that
-// text from elsewhere (an agent's blob name, an upstream's answer) cannot drive the terminal.
-// With `keep_lines`, newline and tab stay as they are.
+// Text shown to a person with its control characters (C0, DEL and C1) and any byte that is not
+// UTF-8 written as \xNN, so that text from elsewhere (an agent's blob name, an upstream's
+// answer) cannot drive the terminal. With `keep_lines`, newline and tab stay as they are.
 std::string printable(std::string_view text, bool keep_lines = false);
 
 // A JSON value as one table cell: strings as printable() makes them, null and "" as "-",

@@ -40,7 +40,7 @@ Status run_connect(Context& ctx, const ConnectOptions& o) {
         o.service, field(flow, "verification_uri"), field(flow, "user_code"));
     if (const std::string complete = flow.value("verification_uri_complete", "");
         !complete.empty()) {
-        say << fmt::format("(or open {})\n", complete);
+        say << fmt::format("(or open {})\n", printable(complete));
     }
     say << fmt::format("\nWaiting for approval until {}...\n", field(flow, "expires_at"));
     say.flush();

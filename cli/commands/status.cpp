@@ -13,6 +13,8 @@ namespace agentgw::cli {
 
 namespace {
 
+// Every string is shown through printable(): the services file's path and the reload error
+// (which may quote the file) come from outside the daemon.
 void print_status(std::ostream& out, const nlohmann::json& s) {
     const auto& vault = s.at("vault");
     const auto& counts = s.value("counts", nlohmann::json::object());
@@ -20,29 +22,30 @@ void print_status(std::ostream& out, const nlohmann::json& s) {
     const int64_t reauth = counts.value("credentials_reauth_required", int64_t{0});
     const auto& services = s.value("services", nlohmann::json::object());
     std::vector<std::vector<std::string>> rows = {
-        {"version", s.at("version").get<std::string>()},
+        {"version", printable(s.at("version").get<std::string>())},
         {"pid", std::to_string(s.at("pid").get<long>())},
         {"uptime", format_duration(s.at("uptime_secs").get<int64_t>())},
-        {"agent API", s.at("listeners").at("agent_api").get<std::string>()},
-        {"control socket", s.at("listeners").at("control_socket").get<std::string>()},
-        {"vault", fmt::format("{} ({})", vault.at("state").get<std::string>(),
-                              vault.at("dir").get<std::string>())},
+        {"agent API", printable(s.at("listeners").at("agent_api").get<std::string>())},
+        {"control socket", printable(s.at("listeners").at("control_socket").get<std::string>())},
+        {"vault", printable(fmt::format("{} ({})", vault.at("state").get<std::string>(),
+                                        vault.at("dir").get<std::string>()))},
         {"reauth required",
          reauth == 0 ? std::string("none")
                      : fmt::format("{} credential(s): see agentgw credential list", reauth)}};
     if (services.contains("services")) {
         const auto& file = services.at("file");
         rows.push_back(
-            {"services",
-             fmt::format("{} from {}, loaded {}", services.at("services").get<int64_t>(),
-                         file.is_string() ? file.get<std::string>() : std::string("(no file)"),
-                         services.at("loaded_at").get<std::string>())});
+            {"services", printable(fmt::format(
+                             "{} from {}, loaded {}", services.at("services").get<int64_t>(),
+                             file.is_string() ? file.get<std::string>() : std::string("(no file)"),
+                             services.at("loaded_at").get<std::string>()))});
     }
     if (services.contains("last_error")) {
         // The services in force are the old ones: the file on disk is not what runs.
         rows.push_back(
-            {"reload failed", fmt::format("{}: {}", services.at("last_error_at").get<std::string>(),
-                                          services.at("last_error").get<std::string>())});
+            {"reload failed",
+             printable(fmt::format("{}: {}", services.at("last_error_at").get<std::string>(),
+                                   services.at("last_error").get<std::string>()))});
     }
     print_table(out, {}, rows);
 }

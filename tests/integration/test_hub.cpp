@@ -765,18 +765,25 @@ TEST_CASE("agentgw publish and retrieve, with nothing an agent wrote driving the
         return run(args, {}, input);
     };
 
-    // An agent labels its blob and fills it with terminal escapes (a title change, colour).
-    const std::string data = "line 1\n\x1b[31mred\x1b[0m\tend\x7f";
+    // An agent labels its blob and fills it with terminal escapes (a title change, colour,
+    // a screen clear through the C1 CSI U+009B), next to text that must stay as it is.
+    const std::string data =
+        "line 1\n\x1b[31mred\x1b[0m\tend\x7f \xc2\x9b"
+        "2J caf\xc3\xa9 \xe2\x82\xac";
     const std::string token =
-        g.published(alice, {{"name", "report\x1b]0;owned\x07"}, {"data", data}});
+        g.published(alice, {{"name", "report\x1b]0;owned\x07\xc2\x9d"}, {"data", data}});
     const RunResult shown = cli({"retrieve", "--as", "bob-agent"}, token + "\n");
     INFO("stdout: " << shown.out << "\nstderr: " << shown.err);
     REQUIRE(shown.code == 0);
     CHECK(shown.out.find('\x1b') == std::string::npos);
     CHECK(shown.out.find('\x07') == std::string::npos);
     CHECK(shown.out.find('\x7f') == std::string::npos);
-    CHECK(contains(shown.out, "report\\x1b]0;owned\\x07"));
-    CHECK(contains(shown.out, "line 1\n\\x1b[31mred\\x1b[0m\tend\\x7f"));
+    CHECK(shown.out.find("\xc2\x9b") == std::string::npos);
+    CHECK(shown.out.find("\xc2\x9d") == std::string::npos);
+    CHECK(contains(shown.out, "report\\x1b]0;owned\\x07\\xc2\\x9d"));
+    CHECK(contains(shown.out,
+                   "line 1\n\\x1b[31mred\\x1b[0m\tend\\x7f \\xc2\\x9b"
+                   "2J caf\xc3\xa9 \xe2\x82\xac"));
     CHECK(contains(shown.out, "alice-agent"));
 
     // --raw gives the data exactly as published, and nothing else.

@@ -338,8 +338,9 @@ TEST_CASE("SIGHUP reloads the services file and keeps the old services on a bad 
     CHECK(status.at("services").at("services") == 2);
     CHECK_FALSE(status.at("services").contains("last_error"));
 
-    // A broken file: the old services stay, and the log and status say why.
-    write_file(g.services_file, R"({"services": [{"id": "alpha", "base_url": )");
+    // A broken file: the old services stay, and the log and status say why. (The field the
+    // error names holds a terminal escape, which `agentgw status` must not pass on.)
+    write_file(g.services_file, R"({"services": [{"id": "alpha", "\u001b[2J": 1}]})");
     g.daemon.child->signal(SIGHUP);
     REQUIRE(wait_for_log_count(*g.daemon.child, "received SIGHUP", 2));
     CHECK(g.daemon.child->stderr_text().find("keeping the old services") != std::string::npos);
@@ -354,6 +355,8 @@ TEST_CASE("SIGHUP reloads the services file and keeps the old services on a bad 
     const RunResult human = run({AGENTGW_CLI_PATH, "--socket", g.socket, "status"});
     CHECK(human.code == 0);
     CHECK(human.out.find("reload failed") != std::string::npos);
+    CHECK(human.out.find('\x1b') == std::string::npos);
+    CHECK(human.out.find("\\x1b[2J") != std::string::npos);
 
     // Mended: the error is gone and the file's services are in force.
     write_services(g.services_file, json::array({service("alpha", g.upstream.base_url())}));
