@@ -271,9 +271,10 @@ void register_agent(CLI::App& parent, Context&, Runner& chosen) {
     add_create(*agent, chosen);
 
     auto user = std::make_shared<std::string>();
-    add_leaf(*agent, chosen, "list", "List agents", [user](Context& ctx) {
-        return run_list(ctx, *user);
-    })->add_option("--user", *user, "Only this user's agents (name or id)");
+    add_leaf(*agent, chosen, "list", "List agents",
+             [user](Context& ctx) { return run_list(ctx, *user); })
+        ->add_option("--user", *user, "Only this user's agents (name or id)")
+        ->check(non_empty());
 
     add_leaf(*agent, chosen, "show", "Show an agent", "AGENT", "Agent name or id", run_show);
     add_rotate(*agent, chosen);

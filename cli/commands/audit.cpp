@@ -164,9 +164,12 @@ void register_audit(CLI::App& parent, Context&, Runner& chosen) {
                         "Keep printing new entries until interrupted (NDJSON with --json)"),
         audit->add_option("--since", o->since, "Only entries at or after this RFC 3339 UTC time")
             ->check(k_utc_time),
-        audit->add_option("--agent", o->agent, "Only entries about this agent (name or id)"),
-        audit->add_option("--service", o->service, "Only entries about this service"),
-        audit->add_option("--action", o->action, "Only entries with this action"),
+        audit->add_option("--agent", o->agent, "Only entries about this agent (name or id)")
+            ->check(non_empty()),
+        audit->add_option("--service", o->service, "Only entries about this service")
+            ->check(non_empty()),
+        audit->add_option("--action", o->action, "Only entries with this action")
+            ->check(non_empty()),
         audit->add_option("--limit", o->limit, "At most this many entries (default 100)")
             ->check(CLI::Range(1, 1000)),
     };

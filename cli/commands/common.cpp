@@ -117,6 +117,12 @@ Status call_and_print(Context& ctx, std::string_view method, const std::string& 
     return {};
 }
 
+const CLI::Validator& non_empty() {
+    static const CLI::Validator check(
+        [](const std::string& value) { return value.empty() ? "empty value" : ""; }, "");
+    return check;
+}
+
 std::string printable(std::string_view text, bool keep_lines) {
     std::string out;
     out.reserve(text.size());

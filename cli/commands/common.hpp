@@ -15,6 +15,10 @@
 
 namespace agentgw::cli {
 
+// A check that refuses an empty value: `--user "$UNSET"` must fail, not silently mean "every
+// user" or "no owner".
+const CLI::Validator& non_empty();
+
 // Adds a command group under `parent` that requires exactly one of its subcommands.
 CLI::App* add_group(CLI::App& parent, const std::string& name, const std::string& description);
 

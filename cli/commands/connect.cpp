@@ -83,13 +83,11 @@ void register_connect(CLI::App& parent, Context&, Runner& chosen) {
                          [o](Context& ctx) { return run_connect(ctx, *o); });
     cmd->add_option("SERVICE", o->service, "Service id (an oauth2 service with a device flow)")
         ->required();
-    const CLI::Validator non_empty(
-        [](const std::string& value) { return value.empty() ? "empty value" : ""; }, "");
     auto* user = cmd->add_option("--user", o->user, "Store the tokens for this user (name or id)")
-                     ->check(non_empty);
+                     ->check(non_empty());
     auto* agent =
         cmd->add_option("--agent", o->agent, "Store the tokens for this agent (name or id)")
-            ->check(non_empty);
+            ->check(non_empty());
     user->excludes(agent);
 }
 

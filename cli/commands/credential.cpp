@@ -177,13 +177,10 @@ CLI::App* add_scoped(CLI::App& credential, Runner& chosen, const std::string& na
     auto* cmd = add_leaf(credential, chosen, name, description,
                          [o, run](Context& ctx) { return run(ctx, *o); });
     cmd->add_option("SERVICE", o->service, "Service id")->required();
-    // An empty value must not silently mean "the service's own credential".
-    const CLI::Validator non_empty(
-        [](const std::string& value) { return value.empty() ? "empty value" : ""; }, "");
     auto* user = cmd->add_option("--user", o->user, "The credential of this user (name or id)")
-                     ->check(non_empty);
+                     ->check(non_empty());
     auto* agent = cmd->add_option("--agent", o->agent, "The credential of this agent (name or id)")
-                      ->check(non_empty);
+                      ->check(non_empty());
     user->excludes(agent);
     return cmd;
 }

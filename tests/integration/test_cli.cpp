@@ -560,7 +560,10 @@ TEST_CASE("agentgw exit codes and one-line errors", "[cli]") {
               Args{"agent", "create", "--user", "alice", "--name", "w2", "--lifespan-days", "0"},
               Args{"agent", "rotate", "worker", "--grace", "-1"},
               Args{"agent", "grant", "worker", "github", "--method", "G3T"},
-              Args{"audit", "--since", "yesterday"}, Args{"audit", "--limit", "0"}}) {
+              Args{"audit", "--since", "yesterday"}, Args{"audit", "--limit", "0"},
+              // An empty filter (a variable that was not set) never means "everything".
+              Args{"agent", "list", "--user", ""}, Args{"audit", "--agent", ""},
+              Args{"audit", "--service", ""}, Args{"audit", "--action", ""}}) {
             INFO(joined(args));
             check_error(g.cli(args), 2);
         }
