@@ -31,8 +31,13 @@ Result<std::filesystem::path> default_socket_path() {
 Result<std::filesystem::path> client_socket_path(const std::filesystem::path& system_socket) {
     auto path = default_socket_path();
     std::error_code ec;
-    if ((!path || !std::filesystem::exists(*path, ec)) &&
-        std::filesystem::exists(system_socket, ec)) {
+    if (path && std::filesystem::exists(*path, ec)) {
+        return path;
+    }
+    // The system socket counts as there when its directory may not be searched (mode 0750,
+    // for the socket group only): connecting then reports "permission denied", which is what
+    // a user outside the group should hear, rather than a missing socket elsewhere.
+    if (std::filesystem::exists(system_socket, ec) || ec == std::errc::permission_denied) {
         return system_socket;
     }
     return path;

@@ -23,7 +23,8 @@ Result<std::filesystem::path> default_socket_path();
 inline constexpr const char* k_system_socket = "/run/agentgw/agentgw.sock";
 
 // Where the CLI connects when not told: default_socket_path(), except that when nothing is
-// there and `system_socket` exists (visible to members of the daemon's socket group), that.
+// there and `system_socket` exists (visible to members of the daemon's socket group), or its
+// directory may not be searched (the user is no member), that.
 Result<std::filesystem::path> client_socket_path(
     const std::filesystem::path& system_socket = k_system_socket);
 

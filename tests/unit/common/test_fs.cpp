@@ -1,5 +1,6 @@
 #include <cstdlib>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -65,4 +66,38 @@ TEST_CASE("the CLI falls back to the system socket when its own is absent", "[co
         test::write_file(own, "");
         CHECK(*client_socket_path(system_socket) == own);
     }
+}
+
+TEST_CASE("a system socket the user may not reach is still the one the CLI tries", "[common]") {
+    // Needs a user other than root, whom no directory mode stops.
+    if (::geteuid() != 0) {
+        WARN("not run: needs root, to look as another user");
+        return;
+    }
+    test::TempDir dir;
+    fs::create_directories(dir / "run");
+    fs::permissions(dir / "run", fs::perms(0750));  // as the unit's RuntimeDirectoryMode
+    const fs::path system_socket = dir / "run" / "agentgw.sock";
+    test::write_file(system_socket, "");
+    fs::create_directories(dir / "xdg");
+    REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
+    REQUIRE(::chown((dir / "xdg").c_str(), 65534, 65534) == 0);
+
+    // As nobody, in a child: the answer comes back as the exit status.
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) {
+            ::_exit(3);
+        }
+        ::unsetenv("RUNTIME_DIRECTORY");
+        ::setenv("XDG_RUNTIME_DIR", (dir / "xdg").c_str(), 1);
+        const auto path = client_socket_path(system_socket);
+        ::_exit(!path ? 4 : *path == system_socket ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    // 1: the user's own (absent) socket was chosen, so the CLI would report "no daemon".
+    CHECK(WEXITSTATUS(status) == 0);
 }
