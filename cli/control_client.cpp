@@ -33,6 +33,11 @@ struct HeaderList {
 ControlClient::ControlClient(std::filesystem::path socket_path)
     : socket_path_(std::move(socket_path)), curl_(curl_easy_init()) {}
 
+int ControlClient::on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    const auto* flag = static_cast<ControlClient*>(self)->stop_flag_;
+    return flag != nullptr && *flag != 0 ? 1 : 0;  // non-zero: curl abandons the transfer
+}
+
 Result<Reply> ControlClient::request(std::string_view method, std::string_view path,
                                      const std::optional<nlohmann::json>& body) {
     if (!curl_) {
@@ -59,6 +64,11 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROXY, "");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, k_request_timeout_ms);
+    // Called at least once a second while a transfer waits: the chance to honour stop_when().
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, this);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &response);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
@@ -72,7 +82,7 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
         curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
         const bool unreachable = rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||
                                  rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR ||
-                                 rc == CURLE_SEND_ERROR;
+                                 rc == CURLE_SEND_ERROR || rc == CURLE_ABORTED_BY_CALLBACK;
         // A socket we may not open is "permission denied" (exit 4), not "no daemon" (exit 5).
         const bool denied = os_errno == EACCES || os_errno == EPERM;
         return make_error(

@@ -2,6 +2,7 @@
 // support. One connection, reused across requests. Not thread-safe.
 #pragma once
 
+#include <csignal>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
@@ -31,6 +32,14 @@ class ControlClient {
     Result<Reply> request(std::string_view method, std::string_view path,
                           const std::optional<nlohmann::json>& body = std::nullopt);
 
+    // From now on, a request in progress is given up within about a second once `*flag` is
+    // non-zero (set by a signal handler); request() then fails with Code::unavailable.
+    void stop_when(const volatile std::sig_atomic_t* flag) { stop_flag_ = flag; }
+
+    // The longest a request may take, connecting included: a daemon that accepts the
+    // connection but never answers (stopped, wedged) is reported as unreachable after it.
+    static constexpr long k_request_timeout_ms = 30'000;
+
     // The Error a non-2xx Reply stands for, with the daemon's message.
     static Error error_of(const Reply& reply);
 
@@ -47,8 +56,11 @@ class ControlClient {
     struct CurlCleanup {
         void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
     };
+    static int on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t);
+
     std::filesystem::path socket_path_;
     std::unique_ptr<CURL, CurlCleanup> curl_;
+    const volatile std::sig_atomic_t* stop_flag_ = nullptr;
 };
 
 }  // namespace agentgw::cli

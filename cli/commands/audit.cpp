@@ -85,13 +85,18 @@ class StopOnSignal {
 // cursor until SIGINT or SIGTERM. With --json: one entry per line (NDJSON).
 Status run_follow(Context& ctx, const AuditOptions& o) {
     const StopOnSignal stop_on_signal;
+    ctx.daemon().stop_when(&g_stop);  // a signal ends a request that waits, too
     std::ostream& out = *ctx.out;
     if (!ctx.json) {
         print_table(out, k_header, {}, k_follow_widths);
     }
     std::string after;
     while (g_stop == 0) {
-        TRY_ASSIGN(Reply reply, call(ctx, "GET", audit_path(o, after)));
+        auto answered = call(ctx, "GET", audit_path(o, after));
+        if (!answered && g_stop != 0) {
+            break;  // interrupted while waiting for the daemon: a normal end
+        }
+        TRY_ASSIGN(Reply reply, std::move(answered));
         const auto& entries = reply.body.at("entries");
         Rows rows;
         for (const auto& entry : entries) {

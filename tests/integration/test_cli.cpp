@@ -5,6 +5,7 @@
 #include <set>
 #include <signal.h>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -637,4 +638,49 @@ TEST_CASE("AGENTGW_SOCKET names the socket when --socket is not given", "[cli]")
     INFO(overridden.err);
     REQUIRE(overridden.code == 0);
     CHECK(json::parse(overridden.out)["email"] == "a@example.com");
+}
+
+TEST_CASE("agentgw audit --follow prints entries as they come and ends on SIGINT", "[cli][audit]") {
+    Gateway g;
+    Child follow({AGENTGW_CLI_PATH, "--socket", g.socket, "--json", "audit", "--follow"});
+    // One JSON document per line, as each entry is written.
+    const auto entry = [&] {
+        const auto line = follow.read_stdout_line(10s);
+        INFO("follow stderr: " << follow.stderr_text());
+        REQUIRE(line.has_value());
+        json doc;
+        REQUIRE_NOTHROW(doc = json::parse(*line));
+        return doc;
+    };
+    g.ok({"user", "add", "alice", "--email", "a@example.com"});
+    CHECK(entry().at("action") == "user.create");
+    g.ok({"agent", "create", "--user", "alice", "--name", "worker"});
+    CHECK(entry().at("action") == "agent.create");
+
+    SECTION("between requests") {}
+    SECTION("while a request waits for a daemon that does not answer") {
+        g.daemon.child->signal(SIGSTOP);
+        std::this_thread::sleep_for(2s);  // follow asks every second: one request now waits
+    }
+    follow.signal(SIGINT);
+    const auto code = follow.wait(5s);
+    g.daemon.child->signal(SIGCONT);
+    INFO("follow stderr: " << follow.stderr_text());
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+}
+
+TEST_CASE("agentgw gives up on a daemon that does not answer", "[cli]") {
+    Gateway g;
+    g.daemon.child->signal(SIGSTOP);  // it still accepts connections, through the backlog
+    const auto start = std::chrono::steady_clock::now();
+    const RunResult r =
+        run({AGENTGW_CLI_PATH, "--socket", g.socket, "status"}, {}, std::nullopt, 60s);
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    g.daemon.child->signal(SIGCONT);
+    check_error(r, 5);
+    CHECK(contains(r.err, "timed out"));
+    CHECK(took >= 29);
+    CHECK(took < 45);  // a correctness bound (the timeout is 30 s), not a benchmark
 }
