@@ -24,7 +24,8 @@ void grow(std::string& s) {
 }
 
 // Reads `fd` into a SecretString: to the end, or with `one_line` up to a newline (one byte at a
-// time, so nothing after the line is consumed). One trailing newline is dropped.
+// time, so nothing after the line is consumed). One trailing line end, LF or CRLF (a file
+// saved on Windows), is dropped.
 Result<SecretString> read_fd(int fd, bool one_line) {
     SecretString secret;
     std::string& s = secret.value();
@@ -53,6 +54,9 @@ Result<SecretString> read_fd(int fd, bool one_line) {
     }
     if (!s.empty() && s.back() == '\n') {
         s.pop_back();
+        if (!s.empty() && s.back() == '\r') {
+            s.pop_back();
+        }
     }
     if (s.empty()) {
         return make_error(Code::invalid_argument, "no secret given (empty input)");

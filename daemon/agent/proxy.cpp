@@ -289,6 +289,9 @@ std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::Ups
             HttpStatus::bad_gateway, "upstream_error",
             fmt::format("the credential for service {} {}", service.id, why));
     };
+    // A token goes into a header line as it is: a line break in it would end that line and
+    // start a header (or a request) of its own. The control API refuses such secrets; what an
+    // authorization server answered is checked here.
     if (cred.type == "client_secret" && service.auth.type != AuthSpec::Type::oauth2) {
         // A client secret is for a token endpoint; it never goes to the service itself.
         return unusable("is a client secret, which only an oauth2 service can use");
@@ -302,17 +305,26 @@ std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::Ups
             if (cred.expires_at != 0 && cred.expires_at <= now_secs) {
                 return unusable("holds an access token that has expired");
             }
+            if (http::holds_line_break(cred.access_token)) {
+                return unusable("holds an access token with CR, LF or NUL in it");
+            }
             up.headers.push_back("Authorization: Bearer " + cred.access_token);
             return std::nullopt;
         case AuthSpec::Type::bearer:
             if (token.empty()) {
                 return unusable("has no token to send as a bearer token");
             }
+            if (http::holds_line_break(token)) {
+                return unusable("holds a token with CR, LF or NUL in it");
+            }
             up.headers.push_back("Authorization: Bearer " + token);
             return std::nullopt;
         case AuthSpec::Type::header:
             if (token.empty()) {
                 return unusable("has no secret to send in a header");
+            }
+            if (http::holds_line_break(token)) {
+                return unusable("holds a secret with CR, LF or NUL in it");
             }
             up.headers.push_back(service.auth.name + ": " + service.auth.prefix + token);
             return std::nullopt;

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/control/json_body.hpp"
+#include "daemon/http/message.hpp"
 #include "daemon/hub/hub_wire.hpp"
 #include "daemon/oauth/device_flow.hpp"
 
@@ -773,6 +774,13 @@ void add_credential_routes(http::Router& r, ControlContext& cc) {
                           co_return make_error(
                               Code::invalid_argument,
                               fmt::format("field \"{}\": must be 1 to 16384 bytes", field));
+                      }
+                      // It goes into a header line: a line break would end that line and
+                      // start a header (or a request) of its own.
+                      if (http::holds_line_break(**value)) {
+                          co_return make_error(
+                              Code::invalid_argument,
+                              fmt::format("field \"{}\": must not hold CR, LF or NUL", field));
                       }
                       *slot = std::move(**value);
                   }

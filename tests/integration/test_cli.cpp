@@ -409,6 +409,10 @@ TEST_CASE("agentgw credential reads secrets from stdin and never shows them", "[
         g.cli({"credential", "set", "github", "--type", "basic"}, true, "nocolon-SECRET-" + pid);
     check_error(no_colon, 2);
     check_error(g.cli({"credential", "set", "github"}, true, std::string()), 2);  // empty input
+    // A line break inside would split the header it is sent in (the daemon refuses it); a
+    // CRLF at the end is a line end, as in a file saved on Windows.
+    check_error(g.cli({"credential", "set", "github"}, true, "gh-SECRET\r\nX-Injected: 1\n"), 2);
+    CHECK(g.cli({"credential", "set", "openai"}, true, api_secret + "\r\n").code == 0);
     check_error(g.cli({"credential", "set", "github", "--user", "alice", "--agent", "worker"}, true,
                       "x-SECRET-" + pid),
                 2);

@@ -947,3 +947,17 @@ TEST_CASE("lifetimes and intervals from the token server are bounded", "[oauth][
         CHECK(year_of(cred.at("expires_at")) <= this_year + 11);
     }
 }
+
+TEST_CASE("an access token with a line break in it is never sent", "[oauth][stub]") {
+    // The token is "stub-access-1\r\nX-Injected: 1": sent as it is, its first line would be a
+    // valid token (the stub's resource would answer 200) and the rest a header of its own.
+    TokenStub stub({.refresh_script = "split_tokens"});
+    Gateway g(stub_service(stub));
+    g.import_tokens("stub", {{"refresh_token", "stub-refresh-0"}});
+    const HttpReply r = g.call("GET", "/api/stub/resource");
+    INFO("status " << r.status << " body " << r.body << "\ndaemon: " << g.daemon_log());
+    CHECK(r.status == 502);
+    CHECK(header(r, "agentgw-error") == "upstream_error");
+    CHECK(contains(r.body, "CR, LF or NUL"));
+    CHECK(stub.requests("refresh_token").size() == 1);
+}

@@ -29,6 +29,7 @@ Command line:
                        "stub-refresh-N", "token_type": "Bearer", "expires_in": SECS}
         slow_tokens    the same after 2 seconds (a refresh that others must wait for)
         access_only    200 as tokens, without a refresh_token (the client keeps its own)
+        split_tokens   200 as tokens, with "\r\nX-Injected: 1" at the end of the access token
   * --interval: the `interval` of the device authorization answer (default 1; 0 leaves it
     out). --expires-in: its `expires_in` (default 600). --token-expires-in: the `expires_in`
     of the tokens answers (default 3600).
@@ -73,7 +74,8 @@ ANSWERS = {
 
 def check_items(items: list[str]) -> list[str]:
     for item in items:
-        if item not in ANSWERS and item not in ("tokens", "slow_tokens", "access_only"):
+        if item not in ANSWERS and item not in ("tokens", "slow_tokens", "access_only",
+                                                "split_tokens"):
             raise ValueError(f"unknown script item {item!r}")
     if not items:
         raise ValueError("a script needs at least one item")
@@ -197,7 +199,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if item == "slow_tokens":
             time.sleep(2)
             item = "tokens"
-        if item in ("tokens", "access_only"):
+        if item in ("tokens", "access_only", "split_tokens"):
             with state.lock:
                 state.issued += 1
                 n = state.issued
@@ -207,6 +209,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                       "expires_in": token_expires_in}
             if item == "tokens":
                 answer["refresh_token"] = f"stub-refresh-{n}"
+            if item == "split_tokens":
+                answer["access_token"] += "\r\nX-Injected: 1"
             self._send(200, answer)
         else:
             status, body = ANSWERS[item]
