@@ -599,6 +599,11 @@ std::variant<Agent, AuthError> Registry::authenticate_session(std::string_view t
         return AuthError{AuthFailure::unauthorized,
                          "the session predates a key rotation; log in again"};
     }
+    // A session lasts no longer than the key it came from (the token's own expiry, capped so
+    // at issue, is read with 60 s of leeway).
+    if (current && now >= agent->key_expires_at) {
+        return AuthError{AuthFailure::key_expired, "API key expired; rotate it", agent->id};
+    }
     return check_agent_state(std::move(*agent));
 }
 
@@ -609,6 +614,8 @@ std::string Registry::issue_session(const Agent& agent, int64_t& expires_at, Key
     if (used == KeyUse::previous) {
         generation = agent.previous_generation;
         expires_at = std::min(expires_at, agent.previous_valid_until);
+    } else {
+        expires_at = std::min(expires_at, agent.key_expires_at);
     }
     unsigned char jti[16];
     randombytes_buf(jti, sizeof jti);

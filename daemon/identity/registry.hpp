@@ -125,11 +125,12 @@ class Registry {
     // `used`, when given, is set to which key it was.
     std::variant<Agent, AuthError> authenticate_key(std::string_view api_key,
                                                     KeyUse* used = nullptr) const;
-    // The agent a session names, after full JWT validation and generation/state checks.
+    // The agent a session names, after full JWT validation and generation/state checks; a
+    // session of the current generation fails with key_expired once the key has expired.
     std::variant<Agent, AuthError> authenticate_session(std::string_view token) const;
-    // A new session for `agent`; sets `expires_at`. A session got with the previous key
-    // belongs to the previous generation: it ends with the rotation's grace period, as the
-    // key does, not session_ttl later.
+    // A new session for `agent`; sets `expires_at`, at most session_ttl away and never past
+    // the key's own expiry. A session got with the previous key belongs to the previous
+    // generation: it ends with the rotation's grace period, as the key does.
     std::string issue_session(const Agent& agent, int64_t& expires_at,
                               KeyUse used = KeyUse::current) const;
 

@@ -143,6 +143,27 @@ TEST_CASE("sessions and keys expire on the clock", "[registry]") {
     CHECK(failure(f.registry->authenticate_key(issued.api_key)) == AuthFailure::key_expired);
 }
 
+TEST_CASE("a session ends when the key it came from expires", "[registry]") {
+    Fixture f;
+    const auto issued = f.new_agent("worker");  // a key for 30 days
+    f.clock.advance_secs(30 * 86400 - 100);
+    auto agent = f.registry->authenticate_key(issued.api_key);
+    REQUIRE(accepted(agent));
+    int64_t expires_at = 0;
+    const std::string session = f.registry->issue_session(std::get<Agent>(agent), expires_at);
+    CHECK(expires_at == std::get<Agent>(agent).key_expires_at);  // not session_ttl away
+    CHECK(accepted(f.registry->authenticate_session(session)));
+
+    f.clock.advance_secs(100);  // the key's expiry, within the session token's leeway
+    CHECK(failure(f.registry->authenticate_session(session)) == AuthFailure::key_expired);
+    CHECK(failure(f.registry->authenticate_key(issued.api_key)) == AuthFailure::key_expired);
+
+    // A rotation gives a new key, and its sessions work again.
+    auto rotated = run_await(f.registry->rotate(issued.agent.id, 0));
+    REQUIRE(rotated);
+    CHECK(accepted(f.registry->authenticate_session(rotated->session)));
+}
+
 TEST_CASE("a disabled or deleted agent is refused", "[registry]") {
     Fixture f;
     const auto issued = f.new_agent("worker");
