@@ -3,6 +3,7 @@
 #include <boost/beast/core/string.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
+#include <spdlog/spdlog.h>
 
 #include "daemon/util/clock.hpp"
 
@@ -64,6 +65,9 @@ Response auth_failure(const AuthError& e) {
             return http::error_response(HttpStatus::unauthorized, "key_expired", e.message);
         case AuthFailure::disabled:
             return http::error_response(HttpStatus::forbidden, "forbidden", e.message);
+        case AuthFailure::unavailable:
+            return http::error_response(HttpStatus::internal_server_error, "internal_error",
+                                        e.message);
         case AuthFailure::unauthorized:
             break;
     }
@@ -184,6 +188,16 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
         // A right key whose agent may not log in (expired key, disabled agent) gets its own
         // answer, but only when it is the named agent's key; anything else is a wrong pair.
         const auto* error = std::get_if<AuthError>(&result);
+        if (error != nullptr && error->failure == AuthFailure::unavailable) {
+            // The key could not be checked: no failed login to count against anyone.
+            spdlog::error("login: {}", error->message);
+            ctx.audit.record({"system",
+                              "login",
+                              "agent-name:" + username,
+                              "internal_error",
+                              {{"address", address}}});
+            co_return auth_failure(*error);
+        }
         if (error != nullptr && !error->agent_id.empty()) {
             const auto named = ctx.registry.find_agent(username);
             if (named && same_text(named->name, username) && named->id == error->agent_id) {

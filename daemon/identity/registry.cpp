@@ -534,6 +534,16 @@ std::variant<Agent, AuthError> Registry::check_agent_state(Agent agent) const {
     return agent;
 }
 
+namespace {
+
+// A failed vault read while checking a credential: not the caller's fault, and not a failed
+// login either.
+AuthError unreadable(const Error& e) {
+    return AuthError{AuthFailure::unavailable, "cannot check the credential: " + e.message};
+}
+
+}  // namespace
+
 std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_key,
                                                           KeyUse* used) const {
     const AuthError invalid{AuthFailure::unauthorized, "invalid API key"};
@@ -549,12 +559,15 @@ std::variant<Agent, AuthError> Registry::authenticate_key(std::string_view api_k
         }
         return {};
     });
-    if (!s || agent_id.empty()) {
+    if (!s) {
+        return unreadable(s.error());
+    }
+    if (agent_id.empty()) {
         return invalid;
     }
     auto agent = agent_by_id(agent_id);
     if (!agent) {
-        return invalid;
+        return agent.error().code == Code::not_found ? invalid : unreadable(agent.error());
     }
     const int64_t now = clock_.now_secs();
     auto matches = [&](const std::string& stored) {
@@ -588,6 +601,9 @@ std::variant<Agent, AuthError> Registry::authenticate_session(std::string_view t
                          claims.error().message};
     }
     auto agent = agent_by_id(claims->sub);
+    if (!agent && agent.error().code != Code::not_found) {
+        return unreadable(agent.error());
+    }
     if (!agent || agent->id != claims->sub) {
         return AuthError{AuthFailure::unauthorized, "the session's agent no longer exists"};
     }

@@ -79,7 +79,8 @@ struct NewAgent {
 };
 
 // Why authentication failed, for the agent API's error types.
-enum class AuthFailure { unauthorized, session_expired, key_expired, disabled };
+// unavailable: the vault could not be read, which says nothing about the credential (500).
+enum class AuthFailure { unauthorized, session_expired, key_expired, disabled, unavailable };
 
 struct AuthError {
     AuthFailure failure;

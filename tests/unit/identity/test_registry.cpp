@@ -164,6 +164,18 @@ TEST_CASE("a session ends when the key it came from expires", "[registry]") {
     CHECK(accepted(f.registry->authenticate_session(rotated->session)));
 }
 
+TEST_CASE("a credential that cannot be checked is not called wrong", "[registry]") {
+    Fixture f;
+    const auto issued = f.new_agent("worker");
+    // The agent's record no longer parses: the vault cannot say whether the key is right.
+    REQUIRE(test::put(*f.vault, Table::agents, issued.agent.id, "not an agent record"));
+    CHECK(failure(f.registry->authenticate_key(issued.api_key)) == AuthFailure::unavailable);
+    CHECK(failure(f.registry->authenticate_session(issued.session)) == AuthFailure::unavailable);
+    // A key that names no agent at all is still simply wrong.
+    CHECK(failure(f.registry->authenticate_key("agw_" + std::string(43, 'Q'))) ==
+          AuthFailure::unauthorized);
+}
+
 TEST_CASE("a disabled or deleted agent is refused", "[registry]") {
     Fixture f;
     const auto issued = f.new_agent("worker");
