@@ -1,5 +1,7 @@
 #include "daemon/vault/vault.hpp"
 
+#include <algorithm>
+#include <cstdlib>
 #include <fcntl.h>
 #include <future>
 #include <sys/stat.h>
@@ -26,6 +28,9 @@ constexpr uint32_t k_first_key_id = 1;
 constexpr unsigned k_max_dbs = 32;
 constexpr unsigned k_max_readers = 512;
 constexpr int k_max_growths_per_batch = 16;
+
+// The map never grows past this: a write that would need more fails as a full vault.
+constexpr size_t k_max_map_size = size_t{1} << 40;  // 1 TiB of address space, not of disk
 
 // The envelope as stored, from an open transaction; nullopt when the vault is uninitialised.
 Result<std::optional<KeyEnvelope>> read_envelope(MDB_txn* txn) {
@@ -376,7 +381,10 @@ Status Vault::change_master_key(const MasterSecret& next, PwhashParams params) {
 
 VaultStats Vault::stats() const {
     MDB_envinfo info{};
-    mdb_env_info(env_.get(), &info);
+    {
+        const std::shared_lock lk(resize_mutex_);  // the info is read through the map
+        mdb_env_info(env_.get(), &info);
+    }
     unsigned flags = 0;
     mdb_env_get_flags(env_.get(), &flags);
     const bool full_sync = (flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_WRITEMAP)) == 0;
@@ -474,10 +482,21 @@ void Vault::grow_map() {
     std::unique_lock lk(resize_mutex_);
     MDB_envinfo info{};
     mdb_env_info(env_.get(), &info);
-    const size_t next = info.me_mapsize * 2;
+    if (info.me_mapsize >= k_max_map_size) {
+        return;  // the batch fails as MDB_MAP_FULL
+    }
+    const size_t next = std::min(info.me_mapsize * 2, k_max_map_size);
     if (int rc = mdb_env_set_mapsize(env_.get(), next); rc != 0) {
-        spdlog::error("cannot grow the vault map to {} bytes: {}", next, mdb_strerror(rc));
-        return;
+        // LMDB unmapped the old map before it failed to make the new one (under an address
+        // space limit, say): the environment has no map now, and the next transaction would
+        // read through a dangling pointer. Nothing of the batch was acknowledged; stop here,
+        // while the exclusive lock keeps every reader out.
+        spdlog::critical(
+            "cannot grow the vault map to {} bytes: {}; the vault cannot be used "
+            "any more, stopping",
+            next, mdb_strerror(rc));
+        spdlog::shutdown();
+        std::_Exit(EXIT_FAILURE);
     }
     map_growths_.fetch_add(1);
     spdlog::info("vault map grown to {} MiB", next >> 20);

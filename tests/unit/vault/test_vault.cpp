@@ -1,6 +1,10 @@
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <future>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -444,4 +448,57 @@ TEST_CASE("a write from inside a read fails instead of deadlocking", "[vault]") 
     REQUIRE_FALSE(inner);
     CHECK(inner.error().code == Code::internal);
     CHECK(test::put(**vault, Table::users, "u", "v"));
+}
+
+namespace {
+
+// The process's address space in use, from /proc/self/status (VmSize, in bytes).
+size_t address_space_in_use() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.starts_with("VmSize:")) {
+            return std::stoull(line.substr(7)) * 1024;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a map that cannot grow stops the process instead of crashing it", "[vault]") {
+#if defined(__SANITIZE_ADDRESS__)
+    WARN("not run under AddressSanitizer, whose shadow memory needs all the address space");
+    return;
+#endif
+    TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    // In a child, with an address space limit that leaves no room for a larger map: the
+    // outcome comes back as its exit status.
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        VaultOptions options;
+        options.initial_map_size = 4u << 20;
+        auto vault = test::open_vault(dir / "state", key, options);
+        if (!vault) {
+            std::_Exit(10);
+        }
+        const std::string big(64 * 1024, 'z');
+        const rlimit limit{address_space_in_use() + (2u << 20), RLIM_INFINITY};
+        if (::setrlimit(RLIMIT_AS, &limit) != 0) {
+            std::_Exit(11);
+        }
+        for (int i = 0; i < 200; ++i) {  // 12 MiB into a 4 MiB map
+            if (!test::put(**vault, Table::blobs, fmt::format("blob{:03}", i), big)) {
+                std::_Exit(12);  // a clean failure would do too, but LMDB leaves no map
+            }
+        }
+        std::_Exit(0);  // every growth succeeded: the limit did not bite
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    INFO("signalled " << WIFSIGNALED(status) << ", signal " << WTERMSIG(status));
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == EXIT_FAILURE);
 }
