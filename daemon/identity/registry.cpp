@@ -8,6 +8,7 @@
 
 #include "daemon/credentials/credential_store.hpp"
 #include "daemon/crypto/encoding.hpp"
+#include "daemon/crypto/secure_buffer.hpp"
 #include "daemon/vault/async_write.hpp"
 
 namespace agentgw {
@@ -194,16 +195,22 @@ Result<SessionKeyring> Registry::load_keyring(Vault& vault) {
         randombytes_buf(kid_bytes, sizeof kid_bytes);
         sodium_bin2hex(kid_hex, sizeof kid_hex, kid_bytes, sizeof kid_bytes);
         SecureBuffer key = SecureBuffer::random(SessionKeyring::k_key_size);
-        const json record = {{"current", kid_hex},
-                             {"keys", {{kid_hex, base64url_encode(key.span())}}}};
+        json record = {{"current", kid_hex}, {"keys", {{kid_hex, base64url_encode(key.span())}}}};
         std::string text = record.dump();
-        TRY(vault.write(
-            [&](WriteTxn& txn) { return txn.insert(Table::settings, k_keyring_key, text); }));
-        sodium_memzero(text.data(), text.size());
+        wipe_json(record);
+        const Status stored = vault.write(
+            [&](WriteTxn& txn) { return txn.insert(Table::settings, k_keyring_key, text); });
+        wipe(text);
+        TRY(stored);
         key.make_readonly();
         return SessionKeyring::create(kid_hex, std::move(key));
     }
-    const json record = json::parse(as_view(*stored), nullptr, false);
+    json record = json::parse(as_view(*stored), nullptr, false);
+    // The tree holds every signing key, base64-encoded: wiped however this ends.
+    struct WipeOnExit {
+        json& tree;
+        ~WipeOnExit() { wipe_json(tree); }
+    } wipe_record{record};
     if (!record.is_object() || !record.contains("current") || !record["current"].is_string() ||
         !record.contains("keys") || !record["keys"].is_object()) {
         return make_error(Code::corrupt, "the stored session keyring is malformed");
@@ -212,8 +219,8 @@ Result<SessionKeyring> Registry::load_keyring(Vault& vault) {
     std::optional<SessionKeyring> keyring;
     std::vector<std::pair<std::string, SecureBuffer>> others;
     for (const auto& [kid, encoded] : record["keys"].items()) {
-        auto raw =
-            encoded.is_string() ? base64url_decode(encoded.get<std::string>()) : std::nullopt;
+        auto raw = encoded.is_string() ? base64url_decode(encoded.get_ref<const std::string&>())
+                                       : std::nullopt;
         if (!raw || raw->size() != SessionKeyring::k_key_size) {
             return make_error(Code::corrupt, "the stored session keyring is malformed");
         }
