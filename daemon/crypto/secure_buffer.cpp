@@ -2,17 +2,25 @@
 
 #include <new>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace agentgw {
 
 void wipe_json(nlohmann::json& j) {
-    if (j.is_string()) {
-        wipe(j.get_ref<std::string&>());
-    } else if (j.is_structured()) {
-        for (auto& item : j) {
-            wipe_json(item);
+    // With a stack of its own, not by recursion: a tree parsed from an answer may be nested
+    // far deeper than the call stack allows (256 KiB of '[' are 262,144 levels).
+    std::vector<nlohmann::json*> pending{&j};
+    while (!pending.empty()) {
+        nlohmann::json* node = pending.back();
+        pending.pop_back();
+        if (node->is_string()) {
+            wipe(node->get_ref<std::string&>());
+        } else if (node->is_structured()) {
+            for (auto& item : *node) {
+                pending.push_back(&item);
+            }
         }
     }
 }
