@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "cli/output.hpp"
+#include "common/utf8.hpp"
 
 namespace agentgw::cli {
 
@@ -31,40 +32,6 @@ std::string words_or(const nlohmann::json& list, std::string_view none) {
         return std::string(none);
     }
     return cell(list);
-}
-
-// The length of the well-formed UTF-8 sequence `text` starts with (RFC 3629: no overlong
-// form, no surrogate, nothing past U+10FFFF); 0 when it starts with none. `text` is not empty.
-size_t utf8_length(std::string_view text) {
-    const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
-    const unsigned char lead = byte(0);
-    size_t n = 0;
-    unsigned char low = 0x80;  // the range of the second byte
-    unsigned char high = 0xbf;
-    if (lead < 0x80) {
-        return 1;
-    } else if (lead >= 0xc2 && lead <= 0xdf) {
-        n = 2;
-    } else if (lead >= 0xe0 && lead <= 0xef) {
-        n = 3;
-        low = lead == 0xe0 ? 0xa0 : low;
-        high = lead == 0xed ? 0x9f : high;
-    } else if (lead >= 0xf0 && lead <= 0xf4) {
-        n = 4;
-        low = lead == 0xf0 ? 0x90 : low;
-        high = lead == 0xf4 ? 0x8f : high;
-    } else {
-        return 0;
-    }
-    if (text.size() < n || byte(1) < low || byte(1) > high) {
-        return 0;
-    }
-    for (size_t i = 2; i < n; ++i) {
-        if (byte(i) < 0x80 || byte(i) > 0xbf) {
-            return 0;
-        }
-    }
-    return n;
 }
 
 }  // namespace
@@ -128,7 +95,7 @@ std::string printable(std::string_view text, bool keep_lines) {
     out.reserve(text.size());
     while (!text.empty()) {
         const auto c = static_cast<unsigned char>(text.front());
-        const size_t n = utf8_length(text);
+        const size_t n = utf8_sequence_length(text);
         const size_t take = n == 0 ? 1 : n;
         // C0 controls (newline and tab may stay), DEL, the C1 controls U+0080-U+009F (which
         // terminals may take as ESC sequences: U+009B is CSI) and bytes that are not UTF-8.

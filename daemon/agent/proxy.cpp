@@ -571,7 +571,10 @@ class ProxyExchange {
         }
         const std::string credential_key = call_.credential->key;
         const uint64_t credential_generation = call_.credential->generation;
-        const bool refreshable = call_.credential->refreshable;
+        // A credential whose refresh was refused is not refreshed again, after a 401 either:
+        // the upstream's answer goes back as it is.
+        const bool refreshable =
+            call_.credential->refreshable && !call_.credential->reauth_required;
         call_.credential.reset();  // wiped; the request holds the only copy now
         up.url = service.base_url + call_.upstream_path;
         if (!query.empty()) {

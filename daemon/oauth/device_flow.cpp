@@ -266,6 +266,11 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
     };
 
     for (;;) {
+        // stop() cancels a wait under way; a poll that was in flight when it came ends here,
+        // before another wait of up to an hour begins.
+        if (poller->stopped) {
+            co_return;
+        }
         auto current = get(id);  // what the user sees, without the device code
         if (!current || (*current)["status"] != "pending") {
             co_return;

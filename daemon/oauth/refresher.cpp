@@ -50,9 +50,10 @@ std::string scopes_of(const Service& service) {
 
 struct TokenRefresher::Flight {
     // The expiry is set once, here: setting it again would cancel the waits already parked.
-    explicit Flight(const asio::any_io_executor& ex)
-        : signal(ex, std::chrono::steady_clock::time_point::max()) {}
+    Flight(const asio::any_io_executor& ex, uint64_t from)
+        : signal(ex, std::chrono::steady_clock::time_point::max()), generation(from) {}
     asio::steady_timer signal;  // waiters park on it; the leader cancels it when done
+    uint64_t generation;        // the credential's generation the refresh started from
     bool done = false;
     Status result;
 };
@@ -65,14 +66,19 @@ asio::awaitable<Status> TokenRefresher::refresh(const Service& service_ref,
                                                 const std::string& key_ref, uint64_t seen) {
     const Service service = service_ref;  // the caller's catalog may be replaced meanwhile
     const std::string key = key_ref;
-    if (auto it = flights_.find(key); it != flights_.end()) {
+    // Join a refresh of the same credential under way; one that started from another
+    // generation (the credential was replaced since) says nothing about this one's: wait for
+    // it to end, then look again.
+    for (auto it = flights_.find(key); it != flights_.end(); it = flights_.find(key)) {
         const std::shared_ptr<Flight> flight = it->second;
         while (!flight->done) {
             co_await flight->signal.async_wait(asio::as_tuple(asio::use_awaitable));
         }
-        co_return flight->result;
+        if (flight->generation == seen) {
+            co_return flight->result;
+        }
     }
-    auto flight = std::make_shared<Flight>(co_await asio::this_coro::executor);
+    auto flight = std::make_shared<Flight>(co_await asio::this_coro::executor, seen);
     flights_.emplace(key, flight);
     Status result = co_await run(service, key, seen);
     flight->result = result;
@@ -205,7 +211,15 @@ asio::awaitable<Status> TokenRefresher::run(const Service& service, const std::s
         fresh.scopes = scope->get<std::string>();
     }
     const Status stored = co_await credentials_.store_tokens(key, generation, fresh);
-    if (!stored && stored.error().code != Code::conflict) {
+    if (!stored && stored.error().code == Code::conflict) {
+        // Replaced or removed while the token endpoint answered: these tokens are dropped,
+        // and the callers read whatever is stored now.
+        audit_.record({"system", "credential.refresh", target, "conflict",
+                       json{{"credential", printable_key(key)},
+                            {"message", "the credential was replaced or removed meanwhile"}}});
+        co_return Status{};
+    }
+    if (!stored) {
         co_return fail("failure", refresh_failed(stored.error().message));
     }
     metrics_.count_refresh(service.id, "success");

@@ -7,6 +7,7 @@
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <fmt/format.h>
 
+#include "common/utf8.hpp"
 #include "daemon/crypto/secure_buffer.hpp"
 
 namespace agentgw::oauth {
@@ -142,7 +143,8 @@ std::string error_text(const EndpointReply& reply) {
     std::string text = error_code(reply);
     const auto it = reply.body.find("error_description");
     if (it != reply.body.end() && it->is_string()) {
-        text += ": " + it->get<std::string>().substr(0, 200);
+        // Cut between characters: the text may be stored in a record that dump() checks.
+        text.append(": ").append(utf8_prefix(it->get_ref<const std::string&>(), 200));
     }
     return text;
 }

@@ -147,6 +147,7 @@ asio::awaitable<bool> Transfer::send(std::string_view data) {
         co_await wait();
     }
     const bool taken = outgoing_pos_ >= outgoing_.size();
+    wipe(outgoing_);  // it may hold a secret: a token request's form, an agent's body
     outgoing_.clear();
     outgoing_pos_ = 0;
     co_return taken;

@@ -843,6 +843,18 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         CHECK(contains(c.child->stderr_text(), "invalid_grant"));
         CHECK(g.credential("stub").is_null());
     }
+    SECTION("an error with a long description: the flow fails, connect exits 1") {
+        // The description is cut at 200 bytes, between two characters: cut inside one, the
+        // flow's record could not be stored and the flow stayed pending for good.
+        TokenStub stub({.device_script = "pending,long_invalid_grant"});
+        Gateway g(stub_service(stub));
+        Connect c = start_connect(g, "stub");
+        const auto code = c.child->wait(30s);
+        INFO("connect stderr: " << c.child->stderr_text() << "\ndaemon: " << g.daemon_log());
+        REQUIRE(code.has_value());
+        CHECK(*code == 1);
+        CHECK(contains(c.child->stderr_text(), "invalid_grant: x\xc3\xa9"));
+    }
     SECTION("the code's expires_in runs out: connect exits 1") {
         TokenStub stub({.device_script = "pending", .expires_in = 3});
         Gateway g(stub_service(stub));
@@ -959,5 +971,45 @@ TEST_CASE("an access token with a line break in it is never sent", "[oauth][stub
     CHECK(r.status == 502);
     CHECK(header(r, "agentgw-error") == "upstream_error");
     CHECK(contains(r.body, "CR, LF or NUL"));
+    CHECK(stub.requests("refresh_token").size() == 1);
+}
+
+TEST_CASE("SIGTERM ends the daemon while a device flow's poll is under way",
+          "[oauth][device][stub]") {
+    // Polls every 5 s; the token endpoint takes 3 s to answer the first one.
+    TokenStub stub({.device_script = "slow_pending", .interval = 5});
+    Gateway g(stub_service(stub));
+    const HttpReply started =
+        g.control("POST", "/v1/oauth/device", json{{"service", "stub"}, {"user", "alice"}}.dump());
+    REQUIRE(started.status / 100 == 2);
+    REQUIRE(wait_until([&] { return !stub.requests(k_device_code_grant).empty(); }, 15s));
+
+    const auto start = SteadyClock::now();
+    g.daemon.child->signal(SIGTERM);
+    const auto code = g.daemon.child->wait(20s);
+    const double took = std::chrono::duration<double>(SteadyClock::now() - start).count();
+    INFO("daemon: " << g.daemon_log());
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    // The poll under way may finish (3 s at most), but no new 5 s wait begins after it.
+    CHECK(took < 4.5);
+}
+
+TEST_CASE("an upstream 401 for a credential marked reauth_required is passed back",
+          "[oauth][refresh][stub]") {
+    TokenStub stub({.refresh_script = "invalid_grant"});
+    Gateway g(stub_service(stub));
+    // An access token the resource does not know, good for an hour by its expiry.
+    g.import_tokens("stub", {{"access_token", "unknown-to-the-stub"},
+                             {"refresh_token", "stub-refresh-0"},
+                             {"expires_in", 3600}});
+    // The 401 leads to a refresh, which the server refuses: the credential is marked.
+    check_refresh_failed(g.call("GET", "/api/stub/resource"));
+    CHECK(g.credential("stub").at("status") == "reauth_required");
+    // From then on, no refresh: the upstream's own 401 goes back to the agent.
+    const HttpReply r = g.call("GET", "/api/stub/resource");
+    INFO("status " << r.status << " body " << r.body);
+    CHECK(r.status == 401);
+    CHECK(header(r, "agentgw-error").empty());
     CHECK(stub.requests("refresh_token").size() == 1);
 }

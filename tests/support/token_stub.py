@@ -30,6 +30,9 @@ Command line:
         slow_tokens    the same after 2 seconds (a refresh that others must wait for)
         access_only    200 as tokens, without a refresh_token (the client keeps its own)
         split_tokens   200 as tokens, with "\r\nX-Injected: 1" at the end of the access token
+        slow_pending   pending after 3 seconds (a poll still under way a while)
+        long_invalid_grant  400 invalid_grant with a 301-byte error_description of "x" and
+                       150 two-byte characters
   * --interval: the `interval` of the device authorization answer (default 1; 0 leaves it
     out). --expires-in: its `expires_in` (default 600). --token-expires-in: the `expires_in`
     of the tokens answers (default 3600).
@@ -69,13 +72,17 @@ ANSWERS = {
     "invalid_grant": (400, {"error": "invalid_grant",
                             "error_description": "the refresh token was revoked"}),
     "http500": (500, {}),
+    # A description of 301 bytes, "x" then 150 two-byte characters: cut at 200 bytes, it
+    # splits one.
+    "long_invalid_grant": (400, {"error": "invalid_grant",
+                                 "error_description": "x" + "\u00e9" * 150}),
 }
 
 
 def check_items(items: list[str]) -> list[str]:
     for item in items:
         if item not in ANSWERS and item not in ("tokens", "slow_tokens", "access_only",
-                                                "split_tokens"):
+                                                "split_tokens", "slow_pending"):
             raise ValueError(f"unknown script item {item!r}")
     if not items:
         raise ValueError("a script needs at least one item")
@@ -196,6 +203,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else "refresh"
         with state.lock:
             item = state.next_item(script)
+        if item == "slow_pending":
+            time.sleep(3)
+            item = "pending"
         if item == "slow_tokens":
             time.sleep(2)
             item = "tokens"

@@ -8,6 +8,7 @@
 #include "common/fs.hpp"
 #include "common/paths.hpp"
 #include "common/unique_fd.hpp"
+#include "common/utf8.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace agentgw;
@@ -100,4 +101,25 @@ TEST_CASE("a system socket the user may not reach is still the one the CLI tries
     REQUIRE(WIFEXITED(status));
     // 1: the user's own (absent) socket was chosen, so the CLI would report "no daemon".
     CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("text is cut between UTF-8 characters, never inside one", "[common][utf8]") {
+    const std::string text = "x\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";  // x é € 😀
+    CHECK(utf8_prefix(text, 100) == text);
+    CHECK(utf8_prefix(text, 1) == "x");
+    CHECK(utf8_prefix(text, 2) == "x");  // not half of é
+    CHECK(utf8_prefix(text, 3) == "x\xc3\xa9");
+    CHECK(utf8_prefix(text, 5) == "x\xc3\xa9");  // not two thirds of €
+    CHECK(utf8_prefix(text, 6) == "x\xc3\xa9\xe2\x82\xac");
+    CHECK(utf8_prefix(text, 9) == "x\xc3\xa9\xe2\x82\xac");
+    CHECK(utf8_prefix(text, 0).empty());
+
+    CHECK(utf8_sequence_length("a") == 1);
+    CHECK(utf8_sequence_length("\xc3\xa9") == 2);
+    CHECK(utf8_sequence_length("\xf0\x9f\x98\x80") == 4);
+    CHECK(utf8_sequence_length("\xc0\x80") == 0);      // an overlong NUL
+    CHECK(utf8_sequence_length("\xed\xa0\x80") == 0);  // a surrogate
+    CHECK(utf8_sequence_length("\xc3") == 0);          // cut short
+    CHECK(utf8_sequence_length("\x80") == 0);
+    CHECK(utf8_sequence_length("") == 0);
 }
