@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "common/decimal_check.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "common/version.hpp"
@@ -70,28 +71,35 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.add_option("--passphrase-file", c.passphrase_file,
                    "Unlock with a passphrase read from this file ('-' for standard input)");
     app.add_option("--session-ttl", c.session_ttl_secs, "Session lifetime in seconds")
+        ->check(decimal())
         ->check(CLI::Range(int64_t{60}, int64_t{7} * 24 * 3600))
         ->capture_default_str();
     app.add_option("--audit-retention-days", c.audit_retention_days,
                    "Delete audit entries older than this many days (0 keeps them all)")
+        ->check(decimal())
         ->check(CLI::Range(int64_t{0}, int64_t{36500}))
         ->capture_default_str();
     app.add_option("--hub-max-data", c.hub.max_data, "Largest hub blob, in bytes of data")
+        ->check(decimal())
         ->check(CLI::Range(size_t{1}, size_t{64} * 1024 * 1024))
         ->capture_default_str();
     app.add_option("--hub-max-ttl", c.hub.max_ttl_secs, "Longest hub blob lifetime, in seconds")
+        ->check(decimal())
         ->check(CLI::Range(int64_t{1}, int64_t{365} * 86400))
         ->capture_default_str();
     app.add_option("--hub-quota-blobs", c.hub.quota_blobs, "Live hub blobs an agent may keep")
+        ->check(decimal())
         ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}))
         ->capture_default_str();
     app.add_option("--hub-quota-bytes", c.hub.quota_bytes,
                    "Bytes of live hub blob data an agent may keep")
+        ->check(decimal())
         ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
         ->capture_default_str();
     int64_t shutdown_secs = std::chrono::duration_cast<std::chrono::seconds>(c.drain).count();
     app.add_option("--shutdown-timeout", shutdown_secs,
                    "Seconds requests in progress may take to finish after SIGTERM")
+        ->check(decimal())
         ->check(CLI::Range(int64_t{0}, int64_t{3600}))
         ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")

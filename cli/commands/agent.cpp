@@ -9,6 +9,7 @@
 #include "cli/commands/common.hpp"
 #include "cli/output.hpp"
 #include "cli/spec.hpp"
+#include "common/decimal_check.hpp"
 
 namespace agentgw::cli {
 
@@ -220,6 +221,7 @@ void add_create(CLI::App& agent, Runner& chosen) {
     cmd->add_option("--description", o->description, "What the agent is for");
     repeatable(cmd->add_option("--service", o->services, "Grant this service (repeatable)"));
     cmd->add_option("--lifespan-days", o->lifespan_days, "Key lifetime in days (default 90)")
+        ->check(decimal())
         ->check(CLI::Range(1, 3650));
 }
 
@@ -229,6 +231,7 @@ void add_rotate(CLI::App& agent, Runner& chosen) {
                          [o](Context& ctx) { return run_rotate(ctx, *o); });
     cmd->add_option("AGENT", o->agent, "Agent name or id")->required();
     cmd->add_option("--grace", o->grace_secs, "Keep the old key working this many seconds")
+        ->check(decimal())
         ->check(CLI::Range(0, 604800));
 }
 
@@ -239,9 +242,11 @@ void add_limit(CLI::App& agent, Runner& chosen) {
     cmd->add_option("AGENT", o->agent, "Agent name or id")->required();
     cmd->add_option("--requests", o->requests, "Requests allowed per window")
         ->required()
+        ->check(decimal())
         ->check(CLI::Range(1, 1000000));
     cmd->add_option("--window", o->window_secs, "Window length in seconds")
         ->required()
+        ->check(decimal())
         ->check(CLI::Range(1, 86400));
 }
 

@@ -13,6 +13,7 @@
 #include "cli/commands/commands.hpp"
 #include "cli/commands/common.hpp"
 #include "cli/output.hpp"
+#include "common/decimal_check.hpp"
 
 namespace agentgw::cli {
 
@@ -176,6 +177,7 @@ void register_audit(CLI::App& parent, Context&, Runner& chosen) {
         audit->add_option("--action", o->action, "Only entries with this action")
             ->check(non_empty()),
         audit->add_option("--limit", o->limit, "At most this many entries (default 100)")
+            ->check(decimal())
             ->check(CLI::Range(1, 1000)),
     };
     audit->callback([&chosen, o, verify, options] {

@@ -12,6 +12,7 @@
 #include "cli/commands/common.hpp"
 #include "cli/output.hpp"
 #include "cli/secret.hpp"
+#include "common/decimal_check.hpp"
 
 namespace agentgw::cli {
 
@@ -119,6 +120,7 @@ void register_publish(CLI::App& parent, Context&, Runner& chosen) {
     cmd->add_option("--as", o->agent, "The publishing agent (name or id)")->required();
     cmd->add_option("--name", o->name, "A label for the data")->required();
     cmd->add_option("--ttl", o->ttl, "Lifetime in seconds (default 86400)")
+        ->check(decimal())
         ->check(CLI::PositiveNumber);
     cmd->add_flag("--once", o->once, "Let the data be retrieved only once");
     cmd->add_option("--to", o->recipients,

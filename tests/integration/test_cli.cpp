@@ -568,7 +568,10 @@ TEST_CASE("agentgw exit codes and one-line errors", "[cli]") {
               Args{"audit", "--since", "yesterday"}, Args{"audit", "--limit", "0"},
               // An empty filter (a variable that was not set) never means "everything".
               Args{"agent", "list", "--user", ""}, Args{"audit", "--agent", ""},
-              Args{"audit", "--service", ""}, Args{"audit", "--action", ""}}) {
+              Args{"audit", "--service", ""}, Args{"audit", "--action", ""},
+              // Numbers are decimal: CLI11 alone would read 010 as 8 and 0x10 as 16.
+              Args{"agent", "limit", "worker", "--requests", "010", "--window", "10"},
+              Args{"agent", "limit", "worker", "--requests", "5", "--window", "0x10"}}) {
             INFO(joined(args));
             check_error(g.cli(args), 2);
         }

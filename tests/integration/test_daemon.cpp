@@ -330,6 +330,18 @@ TEST_CASE("bad settings are usage errors naming the problem", "[daemon]") {
 
     const auto ttl = run({AGENTGWD_PATH, "--session-ttl", "5"});
     CHECK(ttl.code == 2);
+    // Numbers are decimal, from a flag, the environment or the file: CLI11 alone would take
+    // 0090 for octal (and refuse it) and 0x3c for 60.
+    const auto octal = run({AGENTGWD_PATH, "--session-ttl", "0090"});
+    CHECK(octal.code == 2);
+    CHECK(octal.err.find("not a decimal number: 0090") != std::string::npos);
+    const auto hex = run({AGENTGWD_PATH}, {{"AGENTGWD_SESSION_TTL", "0x3c"}});
+    CHECK(hex.code == 2);
+    CHECK(hex.err.find("not a decimal number: 0x3c") != std::string::npos);
+    write_file(dir / "octal.conf", "shutdown-timeout = 07000\n");
+    const auto in_file = run({AGENTGWD_PATH, "--config", (dir / "octal.conf").string()});
+    CHECK(in_file.code == 2);
+    CHECK(in_file.err.find("not a decimal number: 07000") != std::string::npos);
     const auto flag = run({AGENTGWD_PATH, "--no-such-flag"});
     CHECK(flag.code == 2);
     const auto listen = run({AGENTGWD_PATH, "--state-dir", (dir / "s").string(), "--socket",
