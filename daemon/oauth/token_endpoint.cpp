@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include <boost/beast/core/string.hpp>
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <fmt/format.h>
@@ -55,7 +56,8 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
     req.connect_timeout = std::chrono::seconds(service.connect_timeout_secs);
     req.timeout = std::chrono::seconds(service.timeout_secs);
     req.ca_file = service.ca_file;
-    req.allow_http = url.starts_with("http://");
+    // The scheme as written in the services file: "HTTP://" is http too.
+    req.allow_http = boost::beast::iequals(std::string_view(url).substr(0, 7), "http://");
 
     auto transfer = client.start(req);
     const bool sent = co_await transfer->send(body);

@@ -1013,3 +1013,16 @@ TEST_CASE("an upstream 401 for a credential marked reauth_required is passed bac
     CHECK(header(r, "agentgw-error").empty());
     CHECK(stub.requests("refresh_token").size() == 1);
 }
+
+TEST_CASE("a token_url whose scheme is written in upper case still reaches an http server",
+          "[oauth][refresh][stub]") {
+    TokenStub stub;
+    json svc = stub_service(stub);
+    svc["auth"]["token_url"] = "HTTP" + stub.base_url().substr(4) + "/token";  // HTTP://127...
+    Gateway g(svc);
+    g.import_tokens("stub", {{"refresh_token", "stub-refresh-0"}});
+    const HttpReply r = g.call("GET", "/api/stub/resource");
+    INFO("status " << r.status << " body " << r.body << "\ndaemon: " << g.daemon_log());
+    CHECK(r.status == 200);
+    CHECK(stub.requests("refresh_token").size() == 1);
+}
