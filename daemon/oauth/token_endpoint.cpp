@@ -111,29 +111,22 @@ int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallbac
     if (it == body.end()) {
         return fallback;
     }
+    uint64_t n = 0;                  // stays 0 for anything negative, fractional or not a number
     if (it->is_number_unsigned()) {  // how nlohmann holds every non-negative integer it parsed
-        const uint64_t n = it->get<uint64_t>();
-        return n == 0 ? fallback : static_cast<int64_t>(std::min(n, static_cast<uint64_t>(max)));
-    }
-    if (it->is_number_integer()) {
-        const int64_t n = it->get<int64_t>();
-        return n > 0 ? std::min(n, max) : fallback;
-    }
-    if (it->is_string()) {
+        n = it->get<uint64_t>();
+    } else if (it->is_number_integer()) {
+        n = static_cast<uint64_t>(std::max<int64_t>(it->get<int64_t>(), 0));
+    } else if (it->is_string()) {
         const auto& text = it->get_ref<const std::string&>();
-        uint64_t n = 0;
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-        if (end != text.data() + text.size() || text.empty()) {
+        if (text.empty() || end != text.data() + text.size()) {
             return fallback;  // a sign, a fraction or trailing text: not a count of seconds
         }
         if (ec == std::errc::result_out_of_range) {
             return max;
         }
-        return ec != std::errc{} || n == 0
-                   ? fallback
-                   : static_cast<int64_t>(std::min(n, static_cast<uint64_t>(max)));
     }
-    return fallback;  // negative, fractional, or not a number
+    return n == 0 ? fallback : static_cast<int64_t>(std::min(n, static_cast<uint64_t>(max)));
 }
 
 std::string error_code(const EndpointReply& reply) {
