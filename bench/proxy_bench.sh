@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # proxy_bench.sh: what does agentgwd's proxy cost, next to nginx doing the same job?
 #
-# Runs wrk against three targets that all end at one upstream (nginx on 127.0.0.1):
+# Runs wrk against three targets that all end at one upstream (nginx on 127.0.0.1), and
+# measures a fourth, which is not a proxy:
 #   direct    the upstream itself;
 #   nginx     nginx as a credential-injecting reverse proxy (session check, Bearer
 #             injection, keep-alive pool, no buffering);
 #   agentgwd  agentgwd's /api/bench/... with a session from POST /login, its
-#             authentication, rate limiting and audit all on.
+#             authentication, rate limiting and audit all on;
+#   floor     not a proxy: bench/upstream_floor, agentgwd's own upstream client (libcurl's
+#             multi-socket interface on an Asio loop) alone, straight to the upstream with
+#             as many exchanges in flight as wrk has connections, on the servers' core. Its
+#             CPU time per request is a floor under agentgwd's: the cost of the upstream
+#             side with nothing of the agent side.
 # Workloads: small GET at 1, 32 and 256 connections, a 4 KiB POST at 32, a 1 MiB
 # response at 32. wrk runs on one core, every server on the other. The targets alternate
 # within each round; the report gives medians over the rounds as a Markdown table.
@@ -26,7 +32,7 @@ DURATION=10
 WARMUP=1
 BIN_DIR=$REPO_DIR/build
 OUT=""
-TARGET_LIST="direct,nginx,agentgwd"
+TARGET_LIST="direct,nginx,agentgwd,floor"
 LOG_LEVEL=info
 WRK_CPU=0
 SERVER_CPU=1
@@ -50,7 +56,7 @@ WORKLOADS=()
 UP_PORT="" NGX_PORT="" AGW_PORT=""
 UP_PID="" NGX_PID="" AGW_PID=""
 NGX_SESSION="" AGW_SESSION=""
-NGINX="" AGW_DAEMON="" AGW_CLI="" AGW_SOCKET=""
+NGINX="" AGW_DAEMON="" AGW_CLI="" AGW_SOCKET="" FLOOR=""
 CLK_TCK=100
 
 usage() {
@@ -64,9 +70,9 @@ Options:
   --duration S        seconds per wrk run (default $DURATION)
   --warmup S          seconds of warm-up per workload and target before round 1
                       (default $WARMUP; 0 skips it)
-  --bin-dir DIR       build tree holding daemon/agentgwd and cli/agentgw
-                      (default $REPO_DIR/build)
-  --targets LIST      comma-separated subset of direct,nginx,agentgwd (default all)
+  --bin-dir DIR       build tree holding daemon/agentgwd, cli/agentgw and
+                      bench/upstream_floor (default $REPO_DIR/build)
+  --targets LIST      comma-separated subset of direct,nginx,agentgwd,floor (default all)
   --workloads LIST    comma-separated subset of $ALL_WORKLOADS
                       (default all)
   --out FILE          also write the report to FILE
@@ -125,8 +131,8 @@ parse_args() {
     ((${#TARGETS[@]})) || die "--targets is empty"
     for t in "${TARGETS[@]}"; do
         case $t in
-            direct | nginx | agentgwd) ;;
-            *) die "unknown target '$t' (direct, nginx, agentgwd)" ;;
+            direct | nginx | agentgwd | floor) ;;
+            *) die "unknown target '$t' (direct, nginx, agentgwd, floor)" ;;
         esac
     done
     IFS=, read -r -a WORKLOADS <<<"$WORKLOAD_LIST"
@@ -177,6 +183,10 @@ ensure_tools() {
         if [[ $(agw_build_type) == Debug ]]; then
             log "warning: $BIN_DIR is a Debug build: agentgwd's numbers will be far from a release build's"
         fi
+    fi
+    if has_target floor; then
+        FLOOR=$BIN_DIR/bench/upstream_floor
+        [[ -x $FLOOR ]] || die "no upstream_floor at $FLOOR (build it, or pass --bin-dir)"
     fi
 
     local cpus
@@ -444,6 +454,10 @@ curl_check() {
 # the 4 KiB POST arrive whole, and the proxies inject the credential and check the session.
 sanity_check() {
     local target=$1 hdr got
+    if [[ $target == floor ]]; then
+        sanity_check_floor
+        return
+    fi
     local -a auth=()
     hdr=$(target_header "$target")
     [[ -n $hdr ]] && auth=(-H "$hdr")
@@ -472,6 +486,17 @@ sanity_check() {
             ;;
     esac
     log "sanity check passed: $target"
+}
+
+# The floor's client reaches the upstream, and sends the credential: /auth-check answers
+# 2xx only then, and upstream_floor fails unless every exchange got a 2xx.
+sanity_check_floor() {
+    local out=$WORK/wrk/floor-check.txt
+    taskset -c "$SERVER_CPU" "$FLOOR" --url "http://127.0.0.1:$UP_PORT/auth-check" \
+        --connections 1 --duration 1 --warmup 0 --header "Authorization: Bearer $SECRET" \
+        >"$out" 2>&1 || die "sanity check failed for target 'floor':"$'\n'"$(cat "$out")"
+    grep -q 'errors 0 ' "$out" || die "sanity check failed for target 'floor':"$'\n'"$(cat "$out")"
+    log "sanity check passed: floor"
 }
 
 # ---------------------------------------------------------------------------- measuring
@@ -505,6 +530,35 @@ run_wrk() {
     WRK_PID=""
 }
 
+# run_floor WORKLOAD SECONDS OUTFILE: one bounded upstream_floor run on the servers' core,
+# the workload's request straight to the upstream with the credential the proxies inject.
+run_floor() {
+    local workload=$1 seconds=$2 out=$3
+    workload_spec "$workload"
+    local args=(--url "http://127.0.0.1:$UP_PORT$W_PATH" --connections "$W_CONNS"
+        --duration "$seconds" --warmup 0 --header "Authorization: Bearer $SECRET")
+    if [[ $workload == post4k-* ]]; then
+        args+=(--post-bytes "$POST_BYTES" --header 'Content-Type: application/json')
+    fi
+    taskset -c "$SERVER_CPU" "$FLOOR" "${args[@]}" >"$out" 2>&1 &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then
+        WRK_PID=""
+        die "upstream_floor failed on $workload:"$'\n'"$(cat "$out")"
+    fi
+    WRK_PID=""
+}
+
+# parse_floor FILE: prints "req/s requests errors MiB/s cpu_us" from upstream_floor's line.
+parse_floor() {
+    awk '$1 == "requests" {
+            for (i = 1; i < NF; i += 2) v[$i] = $(i + 1)
+            printf "%s %s %s %s %s\n", v["rps"], v["requests"], v["errors"], v["mib_per_s"], v["cpu_us_per_req"]
+            found = 1
+        }
+        END { if (!found) exit 1 }' "$1"
+}
+
 # parse_wrk FILE: prints "req/s p50_us p99_us requests errors MiB/s".
 # errors = non-2xx/3xx answers + socket errors. wrk's units are binary (KB = 1024 B).
 parse_wrk() {
@@ -532,14 +586,22 @@ parse_wrk() {
 measure() {
     local round=$1 target=$2 workload=$3
     local out=$WORK/wrk/r$round-$target-$workload.txt pids ticks0 ticks1
-    local rps p50 p99 reqs errs rate cpu_us="-" rss="-"
-    read -r -a pids <<<"$(target_pids "$target")"
-    ticks0=$(cpu_ticks "${pids[@]}")
-    run_wrk "$target" "$workload" "$DURATION" "$out"
-    ticks1=$(cpu_ticks "${pids[@]}")
-    local parsed
-    parsed=$(parse_wrk "$out") || die "cannot parse wrk output $out:"$'\n'"$(cat "$out")"
-    read -r rps p50 p99 reqs errs rate <<<"$parsed"
+    local rps p50 p99 reqs errs rate cpu_us="-" rss="-" parsed
+    if [[ $target == floor ]]; then
+        # The client is the measured process; it reads its own CPU time (getrusage).
+        run_floor "$workload" "$DURATION" "$out"
+        parsed=$(parse_floor "$out") || die "cannot parse upstream_floor output $out:"$'\n'"$(cat "$out")"
+        read -r rps reqs errs rate cpu_us <<<"$parsed"
+        p50="-" p99="-"
+        pids=()
+    else
+        read -r -a pids <<<"$(target_pids "$target")"
+        ticks0=$(cpu_ticks "${pids[@]}")
+        run_wrk "$target" "$workload" "$DURATION" "$out"
+        ticks1=$(cpu_ticks "${pids[@]}")
+        parsed=$(parse_wrk "$out") || die "cannot parse wrk output $out:"$'\n'"$(cat "$out")"
+        read -r rps p50 p99 reqs errs rate <<<"$parsed"
+    fi
     if ((${#pids[@]})) && ((reqs > 0)); then
         cpu_us=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$reqs" \
             'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
@@ -563,7 +625,11 @@ warm_up() {
     log "warming up (${WARMUP} s per workload and target)"
     for target in "${TARGETS[@]}"; do
         for workload in "${WORKLOADS[@]}"; do
-            run_wrk "$target" "$workload" "$WARMUP" "$WORK/wrk/warmup-$target-$workload.txt"
+            if [[ $target == floor ]]; then
+                run_floor "$workload" "$WARMUP" "$WORK/wrk/warmup-$target-$workload.txt"
+            else
+                run_wrk "$target" "$workload" "$WARMUP" "$WORK/wrk/warmup-$target-$workload.txt"
+            fi
         done
         if [[ $target == nginx ]]; then
             : >"$WORK/nginx/access.log"
@@ -603,7 +669,7 @@ import sys
 (path, when, cpu_model, ncpu, nginx_v, wrk_v, agw_v,
  rounds, duration, wrk_cpu, server_cpu, log_level) = sys.argv[1:]
 
-TARGETS = ["direct", "nginx", "agentgwd"]
+TARGETS = ["direct", "nginx", "agentgwd", "floor"]
 WORKLOADS = [
     ("small-c1", "small GET, 1 conn"),
     ("small-c32", "small GET, 32 conns"),
@@ -616,7 +682,8 @@ runs = {}
 for line in open(path):
     rnd, target, workload, rps, p50, p99, cpu, reqs, errs, rate, rss = line.rstrip("\n").split("\t")
     runs.setdefault((workload, target), []).append(
-        dict(rps=float(rps), p50=float(p50), p99=float(p99),
+        dict(rps=float(rps), p50=None if p50 == "-" else float(p50),
+             p99=None if p99 == "-" else float(p99),
              cpu=None if cpu == "-" else float(cpu), errs=int(errs), rate=float(rate),
              rss=None if rss == "-" else int(rss.split(":")[0]),
              anon=None if rss == "-" else int(rss.split(":")[1])))
@@ -640,12 +707,13 @@ out = []
 out.append(f"## agentgwd proxy benchmark ({when})")
 out.append("")
 out.append(f"- Machine: {cpu_model}, {ncpu} cores; wrk -t1 on core {wrk_cpu}, every server "
-           f"(upstream nginx, nginx proxy, agentgwd) on core {server_cpu}.")
+           f"(upstream nginx, nginx proxy, agentgwd) and upstream_floor on core {server_cpu}.")
 agw_part = "" if agw_v == "-" else f", {agw_v}, --log-level {log_level}"
 out.append(f"- nginx {nginx_v} (worker_processes 1 each), wrk {wrk_v}{agw_part}.")
 out.append(f"- {rounds} round(s) of {duration} s per run, targets alternating within each round; "
            "medians over the rounds. CPU µs/req: user+system time of the proxy's processes "
-           "(nginx: master+worker) over the run / requests served. MB/s: wrk's Transfer/sec "
+           "(nginx: master+worker; floor: upstream_floor itself, which has no latency figures) "
+           "over the run / requests served. MB/s: wrk's Transfer/sec "
            "(MiB/s). Errors: non-2xx answers + socket errors, summed over the rounds.")
 out.append("")
 out.append("| workload | target | req/s | p50 µs | p99 µs | CPU µs/req | MB/s | errors |")
@@ -682,6 +750,15 @@ if "nginx" in present and "agentgwd" in present:
     a = None if a is None else a / 1024
     n = None if n is None else n / 1024
     out.append(f"| anonymous RSS MiB (excludes mapped files) | {fmt(n, 1)} | {fmt(a, 1)} | {ratio(a, n)} |")
+    out.append("")
+if "nginx" in present and "floor" in present:
+    out.append("### agentgwd's upstream client alone (floor) / nginx's whole proxy")
+    out.append("")
+    out.append("| metric | nginx | floor | floor / nginx |")
+    out.append("| --- | ---: | ---: | ---: |")
+    for workload, label in WORKLOADS:
+        f, n = med(workload, "floor", "cpu"), med(workload, "nginx", "cpu")
+        out.append(f"| CPU µs/req, {label} | {fmt(n, 1)} | {fmt(f, 1)} | {ratio(f, n)} |")
     out.append("")
 else:
     for t in ("nginx", "agentgwd"):
