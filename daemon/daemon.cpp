@@ -20,6 +20,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
@@ -259,8 +260,19 @@ int run_daemon(DaemonConfig config) {
         }
     });
 
+    // One thread for control reads that scan the whole audit log. It is joined (on leaving
+    // this function) before the vault closes; the loop's run() has waited for its work.
+    asio::thread_pool slow_reads(1);
     ControlContext control{
-        registry, credentials, audit, services, vault, hub, device_flows, [&] {
+        registry,
+        credentials,
+        audit,
+        services,
+        vault,
+        hub,
+        device_flows,
+        slow_reads.get_executor(),
+        [&] {
             const auto stats = vault.stats();
             const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
                 std::chrono::steady_clock::now() - started);

@@ -11,6 +11,7 @@
 #include "daemon/http/message.hpp"
 #include "daemon/hub/hub_wire.hpp"
 #include "daemon/oauth/device_flow.hpp"
+#include "daemon/util/on_worker.hpp"
 
 namespace agentgw {
 
@@ -963,7 +964,8 @@ void add_service_status_audit_routes(http::Router& r, ControlContext& cc) {
                   }
                   q.service = c.query_value("service");
                   q.action = c.query_value("action");
-                  auto page = cc.audit.list(q);
+                  const auto read_page = [&] { return cc.audit.list(q); };
+                  auto page = co_await on_worker(cc.slow_reads, read_page);
                   if (!page) {
                       co_return page.error();
                   }
@@ -974,7 +976,8 @@ void add_service_status_audit_routes(http::Router& r, ControlContext& cc) {
 
     r.add(verb::post, "/v1/audit/verify",
           action_route(cc, "audit.verify", [&](Ctx&) -> asio::awaitable<Result<Done>> {
-              auto v = cc.audit.verify();
+              const auto check_chain = [&] { return cc.audit.verify(); };
+              auto v = co_await on_worker(cc.slow_reads, check_chain);
               if (!v) {
                   co_return v.error();
               }

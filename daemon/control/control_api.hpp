@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 
+#include <boost/asio/any_io_executor.hpp>
+
 #include "daemon/audit/audit_log.hpp"
 #include "daemon/credentials/credential_store.hpp"
 #include "daemon/http/router.hpp"
@@ -56,6 +58,9 @@ struct ControlContext {
     Vault& vault;
     Hub& hub;
     oauth::DeviceFlows& device_flows;
+    // Where reads that may scan the whole audit log run (listing with a filter, verifying),
+    // so that the event loop goes on serving meanwhile: a thread of its own.
+    boost::asio::any_io_executor slow_reads;
     // Daemon facts for /v1/status.
     std::function<nlohmann::json()> status;
 };
