@@ -228,9 +228,13 @@ std::optional<Response> check_rate_limits(AgentApiContext& ctx, Call& call) {
                                       service.rate_limit->window_secs);
     }
     if (!by_agent.allowed || (by_service && !by_service->allowed)) {
-        const bool agent_refused = !by_agent.allowed;
-        call.limit = agent_refused ? by_agent : *by_service;
-        const std::string_view scope = agent_refused ? "agent" : "service";
+        // When both refuse, the one with the longer wait is reported: a retry after the
+        // shorter one would be refused again.
+        const bool agent_reported =
+            !by_agent.allowed && (!by_service || by_service->allowed ||
+                                  by_agent.retry_after_secs >= by_service->retry_after_secs);
+        call.limit = agent_reported ? by_agent : *by_service;
+        const std::string_view scope = agent_reported ? "agent" : "service";
         ctx.metrics.count_rate_limited(scope);
         ctx.audit.record({"agent:" + agent.id,
                           "rate_limit",
@@ -239,7 +243,7 @@ std::optional<Response> check_rate_limits(AgentApiContext& ctx, Call& call) {
                           {{"scope", scope}, {"limit", call.limit->limit}}});
         return http::error_response(
             HttpStatus::too_many_requests, "rate_limit_exceeded",
-            agent_refused
+            agent_reported
                 ? fmt::format("agent {} is limited to {} requests per {} s", agent.name,
                               alimit.requests, alimit.window_secs)
                 : fmt::format("service {} is limited to {} requests per {} s", service.id,

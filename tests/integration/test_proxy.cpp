@@ -975,6 +975,22 @@ TEST_CASE("the proxy applies agent and service rate limits", "[proxy][ratelimit]
         // Other services are not limited by it.
         CHECK(g.call("GET", "/api/echo/echo/4", session_of(worker)).status == 200);
     }
+
+    SECTION("when both refuse, the answer gives the longer wait") {
+        // The agent's window is a second, the service's a minute: retrying after the agent's
+        // wait would only be refused again by the service.
+        g.ok({"agent", "limit", "worker", "--requests", "2", "--window", "1"});
+        CHECK(g.call("GET", "/api/limited/echo/1", session_of(worker)).status == 200);
+        CHECK(g.call("GET", "/api/limited/echo/2", session_of(worker)).status == 200);
+        const HttpReply refused = g.call("GET", "/api/limited/echo/3", session_of(worker));
+        check_gateway_error(refused, 429, "rate_limit_exceeded");
+        const std::string retry = header(refused, "retry-after");
+        REQUIRE_FALSE(retry.empty());
+        CHECK(std::stoi(retry) >= 30);
+        CHECK(std::stoi(retry) <= 120);
+        CHECK(json::parse(refused.body)["message"].get<std::string>().find("service limited") !=
+              std::string::npos);
+    }
 }
 
 TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy][reject]") {
