@@ -415,6 +415,7 @@ class ProxyExchange {
         : ctx_(ctx),
           ex_(ex),
           call_{ex.parser.get(), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}},
+          head_request_(ex.parser.get().method() == beast_http::verb::head),
           started_(SteadyClock::now()) {}
 
     asio::awaitable<bool> run() {
@@ -503,6 +504,9 @@ class ProxyExchange {
         res.keep_alive(keep_alive);
         res.set(beast_http::field::server, "agentgwd");
         res.prepare_payload();
+        if (head_request_) {
+            res.body().clear();  // the headers say what a GET would get, but no content follows
+        }
     }
 
     void audit(unsigned status, std::string outcome, uint64_t bytes_in, uint64_t bytes_out) {
@@ -550,7 +554,7 @@ class ProxyExchange {
         const Service& service = *call_.service;
         auto& parser = ex_.parser;
         const bool client_keep_alive = ex_.parser.keep_alive();  // every Connection line
-        const bool head_request = call_.req.method() == beast_http::verb::head;
+        const bool head_request = head_request_;
         const bool expect_continue = http::expects_continue(call_.req);
 
         upstream::UpstreamRequest up;
@@ -840,6 +844,7 @@ class ProxyExchange {
     AgentApiContext& ctx_;
     http::Exchange& ex_;
     Call call_;
+    const bool head_request_;  // answers carry no content (RFC 9110 §9.3.2)
     SteadyClock::time_point started_;
     double latency_ms_ = 0;
     bool retried_ = false;  // the one retry after an upstream 401 has been made

@@ -203,6 +203,8 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
             }
         }
 
+        // Known even when the request could not be read whole (its head parsed).
+        const bool head_request = head.get().method() == beast_http::verb::head;
         std::optional<beast_http::request_parser<beast_http::string_body>> full;
         if (!early) {
             full.emplace(std::move(head));
@@ -245,6 +247,9 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         res.keep_alive(keep_alive);
         res.set(beast_http::field::server, "agentgwd");
         res.prepare_payload();
+        if (head_request) {
+            res.body().clear();  // the headers say what a GET would get, but no content follows
+        }
         stream.expires_after(limits.read_timeout);
         auto [wec, written] = co_await beast_http::async_write(stream, res, k_tuple);
         if (wec || !keep_alive) {

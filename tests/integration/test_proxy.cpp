@@ -1362,6 +1362,43 @@ json take_only_request(TestUpstream& upstream) {
 
 }  // namespace
 
+TEST_CASE("answers to HEAD carry no content and a kept-alive connection stays in step",
+          "[proxy][head]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    const std::string auth = "X-Session-ID: " + worker.session + "\r\n";
+    // Gateway-made answers of every kind (the router's 405, the proxy's 401 and 404, the
+    // upstream's own answer), each to a HEAD, then a GET on the same connection.
+    const RawReply r =
+        raw_exchange(g.port,
+                     "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     "HEAD /login HTTP/1.1\r\nHost: x\r\n\r\n"
+                     "HEAD /api/echo/echo/a HTTP/1.1\r\nHost: x\r\n\r\n"
+                     "HEAD /api/nosuch/a HTTP/1.1\r\nHost: x\r\n" +
+                         auth +
+                         "\r\n"
+                         "HEAD /api/echo/echo/b HTTP/1.1\r\nHost: x\r\n" +
+                         auth +
+                         "\r\n"
+                         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    INFO(r.raw);
+    // Each head ends where the next status line starts; only the GET has content.
+    std::vector<int> statuses;
+    size_t at = 0;
+    while (at < r.raw.size()) {
+        REQUIRE(r.raw.compare(at, 9, "HTTP/1.1 ") == 0);
+        statuses.push_back(std::atoi(r.raw.c_str() + at + 9));
+        const size_t end = r.raw.find("\r\n\r\n", at);
+        REQUIRE(end != std::string::npos);
+        at = end + 4;
+        if (statuses.size() == 6) {
+            CHECK(json::parse(r.raw.substr(at)) == json{{"status", "ok"}});
+            break;
+        }
+    }
+    CHECK(statuses == std::vector<int>{405, 405, 401, 404, 200, 200});
+}
+
 TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]") {
     Gateway g;
     const Agent worker = g.start_echo_worker();
