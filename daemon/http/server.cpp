@@ -97,6 +97,14 @@ constexpr size_t k_pipeline_slack = 64 * 1024;
 // reads of 512 bytes. With this much room a header and a small body take one.
 constexpr size_t k_read_room = 16 * 1024;
 
+// Lingering close, as nginx's lingering_close: once the last answer is sent and our side shut,
+// what the client still sends (the rest of a refused upload) is read and dropped until it
+// closes, for at most this long and this much. Closing with unread data makes the kernel reset
+// the connection, and the reset can destroy the end of the answer before the client has read
+// it: a 413 or a 401 refusing a large upload would never be seen.
+constexpr std::chrono::seconds k_linger_time{5};
+constexpr size_t k_linger_bytes = 64 * 1024 * 1024;
+
 // Refusals that need only the header: RFC 9112 §6.3 (a Transfer-Encoding Beast does not
 // decode would be read as an empty body, letting the rest pass as a second request) and
 // header values carrying CR, LF or NUL.
@@ -258,6 +266,18 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
     }
     beast::error_code ignored;
     stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+    if (!stopping_) {
+        self.idle = true;  // nothing left to answer: stop() closes it at once
+        stream.expires_after(k_linger_time);
+        for (size_t dropped = 0; dropped < k_linger_bytes;) {
+            buffer.clear();
+            auto [ec, n] = co_await stream.async_read_some(buffer.prepare(k_read_room), k_tuple);
+            if (ec) {
+                break;  // the client closed (or reset), or the time is up
+            }
+            dropped += n;
+        }
+    }
 }
 
 template <typename Acceptor, typename Accepted>

@@ -143,7 +143,10 @@ asio::awaitable<bool> Transfer::send(std::string_view data) {
         send_paused_ = false;
         update_pause();
     }
-    while (!done_ && outgoing_pos_ < outgoing_.size()) {
+    // An upstream may answer before it has read the body (refusing it), and answer more than
+    // the high-water mark: curl then waits for the owner to read the answer while the owner
+    // waits here. Once the answer waits paused, the owner is told to stop sending and read it.
+    while (!done_ && outgoing_pos_ < outgoing_.size() && !recv_paused_) {
         co_await wait();
     }
     const bool taken = outgoing_pos_ >= outgoing_.size();
@@ -341,8 +344,10 @@ size_t Transfer::on_write(char* data, size_t size, size_t count, void* self) {
     auto& t = *static_cast<Transfer*>(self);
     const size_t len = size * count;
     if (t.pending_.size() >= k_high_water) {
-        // Not taken: curl keeps these bytes and offers them again once unpaused.
+        // Not taken: curl keeps these bytes and offers them again once unpaused. A send()
+        // waiting for the upstream to take the body learns that it has answered instead.
         t.recv_paused_ = true;
+        t.wake();
         return CURL_WRITEFUNC_PAUSE;
     }
     if (t.bytes_received_ > 0 && t.pending_.size() + len > t.pending_.capacity()) {

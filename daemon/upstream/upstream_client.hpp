@@ -78,8 +78,9 @@ class Transfer {
     ~Transfer();
 
     // Hands `data` to curl as the next piece of the request body and resumes once curl has
-    // taken all of it. False when the exchange has already ended (the upstream answered or
-    // failed before reading the whole body).
+    // taken all of it. False when it was not all taken: the exchange has ended, or the
+    // upstream has answered (before reading the whole body) more than is held unread, which
+    // must now be read.
     boost::asio::awaitable<bool> send(std::string_view data);
     // Marks the end of the request body.
     void finish_body();

@@ -1310,6 +1310,25 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
     CHECK(g.call("GET", "/healthz").status == 200);
 }
 
+TEST_CASE("an upstream answering an upload before reading it is relayed and not waited on",
+          "[proxy][body]") {
+    Gateway g;
+    // A total timeout far past the client's 10 s: only relaying the answer can end this.
+    g.start(json::array({service("uploads", g.upstream->base_url(), k_bearer,
+                                 {{"max_body", 64 << 20}, {"timeout_secs", 120}})}));
+    g.add_user("alice");
+    const Agent worker = g.add_agent("alice", "worker", {"uploads"});
+    g.set_credential("uploads", "sk-uploads");
+    // The upstream refuses at once, with an answer larger than the proxy holds unread, and
+    // reads none of the 16 MiB: curl stops sending, and the answer must go to the agent.
+    const std::string upload(16 << 20, 'u');
+    const HttpReply r = g.call("POST", "/api/uploads/early-answer?bytes=262144&secs=30",
+                               session_of(worker), upload);
+    INFO("error " << r.error);
+    CHECK(r.status == 413);
+    CHECK(r.body.size() == 262144);
+}
+
 TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][reuse]") {
     Gateway g;
     const Agent worker = g.start_echo_worker();

@@ -51,6 +51,10 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           allowed, also for /stall-body), then answers 200 JSON.
   /stall-body?secs=S      200 with Content-Length 100, sends 10 bytes, sleeps S seconds,
                           then the other 90.
+  /early-answer?bytes=N&secs=S
+                          413 with N bytes of octet-stream (default 256 KiB) before reading
+                          any of the request body, which it never reads; holds the
+                          connection S seconds (default 1), then closes it. Not recorded.
   /big-head?bytes=N       200 JSON with a header X-Pad of N bytes ("a"s). Default N=1000.
   /bad-head?kind=K        200 JSON whose head holds a malformed field: K=name gives
                           "Bad Name: x", K=cr a value with a bare CR ("a\rb"). The
@@ -71,8 +75,9 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
   /v1/models              GET: a one-model list ("test-model").
   anything else           404 JSON.
 
-Every non-streaming answer carries Content-Length, request bodies are always read in full
-(Content-Length or chunked), so connections stay usable for keep-alive. Each connection is
+Every non-streaming answer carries Content-Length, request bodies are read in full
+(Content-Length or chunked; all but by /early-answer), so connections stay usable for
+keep-alive. Each connection is
 served by its own thread. Clients going away mid-answer are ignored silently; only
 unexpected exceptions are printed to stderr.
 """
@@ -276,6 +281,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.is_head = self.command == "HEAD"
         self._body_parts: list[bytes] = []  # what was read so far, for the record on errors
 
+        if self.req_path.startswith("/early-answer"):
+            return self._early_answer()  # before reading any of the body, on purpose
+
         body_error = None
         try:
             body = self._read_body()
@@ -471,6 +479,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 offset += n
         if chunked:
             self._end_stream()
+
+    def _early_answer(self) -> None:
+        """Answers 413 with a body of `bytes` bytes without reading the request body, then
+        holds the connection `secs` seconds before closing it: an upstream refusing a large
+        upload. Not recorded (the body was never read)."""
+        size = self._int_param("bytes", 256 * 1024, 0, 64 << 20)
+        body = (bytes(_PATTERN) * (size // len(_PATTERN) + 1))[:size]
+        self.close_connection = True
+        self.send_response(413)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        time.sleep(self._float_param("secs", 1.0))
 
     def _stall(self) -> None:
         time.sleep(self._float_param("secs", 1.0))
