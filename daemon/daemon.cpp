@@ -43,6 +43,7 @@
 #include "daemon/oauth/refresher.hpp"
 #include "daemon/systemd/systemd.hpp"
 #include "daemon/util/clock.hpp"
+#include "daemon/util/on_worker.hpp"
 #include "daemon/vault/key_source.hpp"
 #include "daemon/vault/vault.hpp"
 
@@ -314,27 +315,43 @@ int run_daemon(DaemonConfig config) {
     control_routes.add(verb::get, "/healthz", healthz);
     add_control_routes(control_routes, control);
 
-    // Retention: prune at start and then daily, keeping the chain verifiable from its new start.
+    // Retention: prune once the loop runs and then daily, keeping the chain verifiable from
+    // its new start. Each batch scans and deletes in one write; the batches follow one another
+    // on the slow_reads thread (the loop is not held up) until nothing older is left.
     asio::steady_timer retention_timer(ioc);
-    std::function<void()> prune_audit = [&] {
-        if (config.audit_retention_days <= 0) {
-            return;
-        }
-        const int64_t cutoff = clock.now_secs() - config.audit_retention_days * 86400;
-        if (auto removed = audit.prune(cutoff); !removed) {
-            spdlog::error("audit retention: {}", removed.error().message);
-        } else if (*removed > 0) {
-            spdlog::info("audit retention: removed {} entries older than {} days", *removed,
-                         config.audit_retention_days);
-        }
-        retention_timer.expires_after(std::chrono::hours(24));
-        retention_timer.async_wait([&](const boost::system::error_code& ec) {
-            if (!ec) {
-                prune_audit();
+    const auto prune_audit = [&]() -> asio::awaitable<void> {
+        constexpr uint64_t k_batch = 10'000;
+        const auto prune_batch = [&] {
+            const int64_t cutoff = clock.now_secs() - config.audit_retention_days * 86400;
+            return audit.prune(cutoff, k_batch);
+        };
+        for (;;) {
+            uint64_t total = 0;
+            while (config.audit_retention_days > 0) {
+                const Result<uint64_t> removed =
+                    co_await on_worker(slow_reads.get_executor(), prune_batch);
+                if (!removed) {
+                    spdlog::error("audit retention: {}", removed.error().message);
+                    break;
+                }
+                total += *removed;
+                if (*removed < k_batch) {
+                    break;
+                }
             }
-        });
+            if (total > 0) {
+                spdlog::info("audit retention: removed {} entries older than {} days", total,
+                             config.audit_retention_days);
+            }
+            retention_timer.expires_after(std::chrono::hours(24));
+            const auto [ec] =
+                co_await retention_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) {
+                co_return;  // stopping
+            }
+        }
     };
-    prune_audit();
+    asio::co_spawn(ioc, prune_audit, asio::detached);
 
     // Forgotten keys (idle two windows) are dropped so the limiter's memory stays bounded.
     asio::steady_timer sweep_timer(ioc);
