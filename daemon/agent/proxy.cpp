@@ -416,6 +416,7 @@ class ProxyExchange {
           ex_(ex),
           call_{ex.parser.get(), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}},
           head_request_(ex.parser.get().method() == beast_http::verb::head),
+          client_http10_(ex.parser.get().version() < 11),
           started_(SteadyClock::now()) {}
 
     asio::awaitable<bool> run() {
@@ -738,7 +739,10 @@ class ProxyExchange {
             length.reset();  // the agent gets the body chunked, framed by what arrives
         }
         const bool bodiless = head_request || status == 204 || status == 304 || status < 200;
-        const bool chunked = !bodiless && !length;
+        const bool chunked = !bodiless && !length && !client_http10_;
+        if (!bodiless && !length && client_http10_) {
+            keep_alive = false;  // an HTTP/1.0 client reads the body until the close
+        }
         if (length && status != 204) {
             res.content_length(*length);
         }
@@ -844,7 +848,9 @@ class ProxyExchange {
     AgentApiContext& ctx_;
     http::Exchange& ex_;
     Call call_;
-    const bool head_request_;  // answers carry no content (RFC 9110 §9.3.2)
+    const bool head_request_;   // answers carry no content (RFC 9110 §9.3.2)
+    const bool client_http10_;  // no chunked answers (RFC 9112 §6.1): a body of unknown
+                                // length ends when the connection closes instead
     SteadyClock::time_point started_;
     double latency_ms_ = 0;
     bool retried_ = false;  // the one retry after an upstream 401 has been made

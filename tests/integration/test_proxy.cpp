@@ -1418,6 +1418,28 @@ TEST_CASE("answers to HEAD carry no content and a kept-alive connection stays in
     CHECK(statuses == std::vector<int>{405, 405, 401, 404, 200, 200});
 }
 
+TEST_CASE("an HTTP/1.0 client gets a body of unknown length unchunked up to the close",
+          "[proxy][head]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    // The upstream sends it chunked: the proxy does not know its length.
+    const RawReply r = raw_exchange(g.port,
+                                    "GET /api/echo/large?bytes=5000&chunked=1 HTTP/1.0\r\n"
+                                    "Host: x\r\nX-Session-ID: " +
+                                        worker.session + "\r\n\r\n");
+    INFO(r.raw.substr(0, 400));
+    CHECK(r.status == 200);
+    CHECK(raw_header(r, "transfer-encoding").empty());
+    CHECK(raw_header(r, "content-length").empty());
+    CHECK(r.closed);
+    REQUIRE(r.body.size() == 5000);
+    for (size_t i = 0; i < r.body.size(); ++i) {
+        if (static_cast<unsigned char>(r.body[i]) != i % 251) {
+            FAIL("byte " << i << " differs");
+        }
+    }
+}
+
 TEST_CASE("each proxied request starts clean of the one before", "[proxy][reuse]") {
     Gateway g;
     const Agent worker = g.start_echo_worker();
