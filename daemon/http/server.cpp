@@ -223,6 +223,9 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
             }
         }
         if (!early && !full->is_done()) {
+            // The body gets a read timeout of its own: the one running covered the wait for
+            // the header, which on a kept-alive connection may have used most of it.
+            stream.expires_after(limits.read_timeout);
             if (expects_continue(full->get())) {
                 beast_http::response<beast_http::empty_body> go_on{HttpStatus::continue_, 11};
                 std::tie(ec, std::ignore) =
