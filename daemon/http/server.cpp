@@ -174,6 +174,9 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
     // waits in this buffer, which cannot grow past the limit (the read fails instead).
     beast::flat_buffer buffer(limits.header_limit + k_pipeline_slack);
     buffer.reserve(std::min(k_read_room, buffer.max_size()));
+    // Set when the loop ends because we close after an answer, while the client may still
+    // be sending; not when it closed, went quiet or broke the connection itself.
+    bool linger = false;
     while (!stopping_) {
         beast_http::request_parser<beast_http::empty_body> head;
         head.header_limit(static_cast<std::uint32_t>(limits.header_limit));
@@ -205,6 +208,7 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
                 Exchange exchange{stream, buffer, head, peer, limits};
                 const bool again = co_await takeover->handler(exchange);
                 if (!again || stopping_) {
+                    linger = !again;
                     break;
                 }
                 continue;
@@ -264,12 +268,13 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         stream.expires_after(limits.read_timeout);
         auto [wec, written] = co_await beast_http::async_write(stream, res, k_tuple);
         if (wec || !keep_alive) {
+            linger = !wec;
             break;
         }
     }
     beast::error_code ignored;
     stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);
-    if (!stopping_) {
+    if (linger && !stopping_) {
         self.idle = true;  // nothing left to answer: stop() closes it at once
         stream.expires_after(k_linger_time);
         for (size_t dropped = 0; dropped < k_linger_bytes;) {
