@@ -609,6 +609,13 @@ TEST_CASE("agentgwd keeps its memory from the user's other processes and out of 
 
         // The reader can read what another process of nobody's keeps in /proc...
         Child sleeper(nobody({"/bin/sleep", "60"}));
+        // ... once it runs sleep: until setpriv has exec'd it, the process has just dropped
+        // root and is not dumpable, so its /proc files are still root's.
+        const std::string comm = "/proc/" + std::to_string(sleeper.pid()) + "/comm";
+        for (int i = 0; i < 500 && read_file(comm) != "sleep\n"; ++i) {
+            std::this_thread::sleep_for(10ms);
+        }
+        REQUIRE(read_file(comm) == "sleep\n");
         const RunResult other =
             run(nobody({"/bin/cat", "/proc/" + std::to_string(sleeper.pid()) + "/environ"}));
         CHECK(other.code == 0);
