@@ -50,7 +50,7 @@ WORKLOAD_LIST=$ALL_WORKLOADS
 # Filled in at run time.
 WORK=""              # temp dir
 PIDS=()              # servers this script started, stopped by cleanup()
-WRK_PID=""           # the wrk run in progress, if any
+WRK_PID=""           # the measured run in progress (wrk or upstream_floor), if any
 TARGETS=()
 WORKLOADS=()
 UP_PORT="" NGX_PORT="" AGW_PORT=""
@@ -521,11 +521,20 @@ run_wrk() {
     [[ -n $W_LUA ]] && args+=(-s "$W_LUA")
     hdr=$(target_header "$target")
     [[ -n $hdr ]] && args+=(-H "$hdr")
-    taskset -c "$WRK_CPU" wrk "${args[@]}" "$(target_url "$target")$W_PATH" >"$out" 2>&1 &
+    run_measured "$WRK_CPU" "wrk on $target $workload" "$out" \
+        wrk "${args[@]}" "$(target_url "$target")$W_PATH"
+}
+
+# run_measured CPU WHAT OUTFILE CMD...: runs CMD on core CPU, its output in OUTFILE, as the
+# run in progress (cleanup() stops it on Ctrl-C); stops the script, naming WHAT, if it fails.
+run_measured() {
+    local cpu=$1 what=$2 out=$3
+    shift 3
+    taskset -c "$cpu" "$@" >"$out" 2>&1 &
     WRK_PID=$!
     if ! wait "$WRK_PID"; then
         WRK_PID=""
-        die "wrk failed on $target $workload:"$'\n'"$(cat "$out")"
+        die "$what failed:"$'\n'"$(cat "$out")"
     fi
     WRK_PID=""
 }
@@ -540,13 +549,7 @@ run_floor() {
     if [[ $workload == post4k-* ]]; then
         args+=(--post-bytes "$POST_BYTES" --header 'Content-Type: application/json')
     fi
-    taskset -c "$SERVER_CPU" "$FLOOR" "${args[@]}" >"$out" 2>&1 &
-    WRK_PID=$!
-    if ! wait "$WRK_PID"; then
-        WRK_PID=""
-        die "upstream_floor failed on $workload:"$'\n'"$(cat "$out")"
-    fi
-    WRK_PID=""
+    run_measured "$SERVER_CPU" "upstream_floor on $workload" "$out" "$FLOOR" "${args[@]}"
 }
 
 # parse_floor FILE: prints "req/s requests errors MiB/s cpu_us" from upstream_floor's line.
