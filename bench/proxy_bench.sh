@@ -754,6 +754,12 @@ if "nginx" in present and "agentgwd" in present:
     n = None if n is None else n / 1024
     out.append(f"| anonymous RSS MiB (excludes mapped files) | {fmt(n, 1)} | {fmt(a, 1)} | {ratio(a, n)} |")
     out.append("")
+else:
+    for t in ("nginx", "agentgwd"):
+        v = med("small-c256", t, "rss")
+        if v is not None:
+            out.append(f"- RSS of {t} after the 256-conn run: {v / 1024:.1f} MiB")
+    out.append("")
 if "nginx" in present and "floor" in present:
     out.append("### agentgwd's upstream client alone (floor) / nginx's whole proxy")
     out.append("")
@@ -762,12 +768,6 @@ if "nginx" in present and "floor" in present:
     for workload, label in WORKLOADS:
         f, n = med(workload, "floor", "cpu"), med(workload, "nginx", "cpu")
         out.append(f"| CPU µs/req, {label} | {fmt(n, 1)} | {fmt(f, 1)} | {ratio(f, n)} |")
-    out.append("")
-else:
-    for t in ("nginx", "agentgwd"):
-        v = med("small-c256", t, "rss")
-        if v is not None:
-            out.append(f"- RSS of {t} after the 256-conn run: {v / 1024:.1f} MiB")
     out.append("")
 
 print("\n".join(out))
