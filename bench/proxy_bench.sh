@@ -705,6 +705,17 @@ def ratio(a, b):
     return "–" if a is None or b in (None, 0) else f"{a / b:.2f}×"
 
 
+def cpu_ratio_table(title, target):
+    """Starts a table of `target` against nginx with its CPU-per-request rows."""
+    out.append(f"### {title}")
+    out.append("")
+    out.append(f"| metric | nginx | {target} | {target} / nginx |")
+    out.append("| --- | ---: | ---: | ---: |")
+    for workload, label in WORKLOADS:
+        t, n = med(workload, target, "cpu"), med(workload, "nginx", "cpu")
+        out.append(f"| CPU µs/req, {label} | {fmt(n, 1)} | {fmt(t, 1)} | {ratio(t, n)} |")
+
+
 present = [t for t in TARGETS if any(k[1] == t for k in runs)]
 out = []
 out.append(f"## agentgwd proxy benchmark ({when})")
@@ -733,13 +744,7 @@ for workload, label in WORKLOADS:
 out.append("")
 
 if "nginx" in present and "agentgwd" in present:
-    out.append("### agentgwd / nginx")
-    out.append("")
-    out.append("| metric | nginx | agentgwd | agentgwd / nginx |")
-    out.append("| --- | ---: | ---: | ---: |")
-    for workload, label in WORKLOADS:
-        a, n = med(workload, "agentgwd", "cpu"), med(workload, "nginx", "cpu")
-        out.append(f"| CPU µs/req, {label} | {fmt(n, 1)} | {fmt(a, 1)} | {ratio(a, n)} |")
+    cpu_ratio_table("agentgwd / nginx", "agentgwd")
     for workload, label in [("small-c32", "small GET, 32 conns"), ("small-c256", "small GET, 256 conns")]:
         a, n = med(workload, "agentgwd", "p99"), med(workload, "nginx", "p99")
         out.append(f"| p99 µs, {label} | {fmt(n)} | {fmt(a)} | {ratio(a, n)} |")
@@ -761,13 +766,7 @@ else:
             out.append(f"- RSS of {t} after the 256-conn run: {v / 1024:.1f} MiB")
     out.append("")
 if "nginx" in present and "floor" in present:
-    out.append("### agentgwd's upstream client alone (floor) / nginx's whole proxy")
-    out.append("")
-    out.append("| metric | nginx | floor | floor / nginx |")
-    out.append("| --- | ---: | ---: | ---: |")
-    for workload, label in WORKLOADS:
-        f, n = med(workload, "floor", "cpu"), med(workload, "nginx", "cpu")
-        out.append(f"| CPU µs/req, {label} | {fmt(n, 1)} | {fmt(f, 1)} | {ratio(f, n)} |")
+    cpu_ratio_table("agentgwd's upstream client alone (floor) / nginx's whole proxy", "floor")
     out.append("")
 
 print("\n".join(out))

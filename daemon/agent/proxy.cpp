@@ -555,7 +555,6 @@ class ProxyExchange {
         const Service& service = *call_.service;
         auto& parser = ex_.parser;
         const bool client_keep_alive = ex_.parser.keep_alive();  // every Connection line
-        const bool head_request = head_request_;
         const bool expect_continue = http::expects_continue(call_.req);
 
         upstream::UpstreamRequest up;
@@ -694,13 +693,11 @@ class ProxyExchange {
             co_return co_await forward();
         }
         latency_ms_ = elapsed_ms();
-        co_return co_await relay(*transfer, head_request, client_keep_alive && body_complete,
-                                 bytes_in);
+        co_return co_await relay(*transfer, client_keep_alive && body_complete, bytes_in);
     }
 
     // The upstream's answer, streamed to the agent as it arrives.
-    asio::awaitable<bool> relay(upstream::Transfer& transfer, bool head_request, bool keep_alive,
-                                uint64_t bytes_in) {
+    asio::awaitable<bool> relay(upstream::Transfer& transfer, bool keep_alive, uint64_t bytes_in) {
         upstream::ResponseHead& head = transfer.head();
         const unsigned status = head.status;
         // The upstream's fields become the answer's, minus those that are not passed on.
@@ -738,7 +735,7 @@ class ProxyExchange {
         if (unsure_length) {
             length.reset();  // the agent gets the body chunked, framed by what arrives
         }
-        const bool bodiless = head_request || status == 204 || status == 304 || status < 200;
+        const bool bodiless = head_request_ || status == 204 || status == 304 || status < 200;
         const bool chunked = !bodiless && !length && !client_http10_;
         if (!bodiless && !length && client_http10_) {
             keep_alive = false;  // an HTTP/1.0 client reads the body until the close
