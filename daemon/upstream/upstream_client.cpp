@@ -101,7 +101,11 @@ struct UpstreamClient::Watch {
 // Transfer
 
 Transfer::Transfer(UpstreamClient& client, asio::any_io_executor executor)
-    : client_(client), signal_(executor), deadline_(executor), last_activity_(Clock::now()) {}
+    : client_(client),
+      signal_(executor),
+      deadline_(executor),
+      started_(Clock::now()),
+      last_activity_(started_) {}
 
 Transfer::~Transfer() {
     deadline_.cancel();
@@ -195,7 +199,23 @@ asio::awaitable<std::optional<Failure>> Transfer::read(std::string& out) {
     co_return failure_;
 }
 
+void Transfer::note_pause() {
+    if (!recv_paused_ && !send_paused_) {
+        paused_since_ = Clock::now();
+    }
+}
+
 void Transfer::update_pause() {
+    if (!recv_paused_ && !send_paused_ && paused_since_ != Clock::time_point{}) {
+        const auto now = Clock::now();
+        waited_ += now - paused_since_;
+        paused_since_ = {};
+        last_activity_ = now;
+        if (deadline_parked_ && !done_) {
+            deadline_parked_ = false;
+            arm_deadline();
+        }
+    }
     if (!in_multi_) {
         return;
     }
@@ -204,29 +224,38 @@ void Transfer::update_pause() {
     curl_easy_pause(easy_, mask);
 }
 
+Clock::time_point Transfer::deadline() const {
+    return idle_timeout_ ? last_activity_ + timeout_ : started_ + waited_ + timeout_;
+}
+
 void Transfer::arm_deadline() {
-    deadline_.expires_at(last_activity_ + timeout_);
+    deadline_.expires_at(deadline());
     // A handler that already fired cannot be cancelled, so it checks that the transfer lives.
-    deadline_.async_wait([this,
-                          life = std::weak_ptr<int>(life_)](const boost::system::error_code& ec) {
-        if (ec || life.expired() || done_) {
-            return;
-        }
-        // A paused transfer waits on the agent (to read the response, or to send more of the
-        // request body), not on the upstream; the agent's own read timeout bounds that.
-        const bool waiting_on_agent = recv_paused_ || send_paused_;
-        if (waiting_on_agent || Clock::now() < last_activity_ + timeout_) {
-            if (waiting_on_agent) {
-                last_activity_ = Clock::now();
+    deadline_.async_wait(
+        [this, life = std::weak_ptr<int>(life_)](const boost::system::error_code& ec) {
+            if (ec || life.expired() || done_) {
+                return;
             }
-            arm_deadline();
-            return;
-        }
-        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout_).count();
-        fail(Failure{Failure::Kind::timeout,
-                     head_done_ ? fmt::format("the upstream sent nothing for {} s", secs)
-                                : fmt::format("the upstream did not answer within {} s", secs)});
-    });
+            // A paused transfer waits on the agent (to read the response, or to send more of the
+            // request body), not on the upstream; the agent's own timeouts bound that wait, and
+            // the deadline is armed again, later by as long, when it ends (update_pause).
+            if (recv_paused_ || send_paused_) {
+                deadline_parked_ = true;
+                return;
+            }
+            if (Clock::now() < deadline()) {
+                arm_deadline();
+                return;
+            }
+            const auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout_).count();
+            std::string why = fmt::format("the upstream did not answer within {} s", secs);
+            if (head_done_) {
+                why = idle_timeout_
+                          ? fmt::format("the upstream sent nothing for {} s", secs)
+                          : fmt::format("the upstream did not finish its answer within {} s", secs);
+            }
+            fail(Failure{Failure::Kind::timeout, std::move(why)});
+        });
 }
 
 void Transfer::fail(Failure failure) {
@@ -298,8 +327,13 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
             t.head_.headers.clear();
             return len;
         }
-        t.last_activity_ = Clock::now();  // from here on, the idle timeout between pieces
+        t.last_activity_ = Clock::now();
         t.head_.status = static_cast<unsigned>(code);
+        // An event stream may go on for as long as it keeps sending: from here on, the
+        // timeout is the longest silence between its pieces. Any other answer stays bound to
+        // end within the timeout.
+        const auto type = t.head_.headers[boost::beast::http::field::content_type];
+        t.idle_timeout_ = boost::beast::iequals(type.substr(0, 17), "text/event-stream");
         t.head_done_ = true;
         t.wake();
         return len;
@@ -346,6 +380,7 @@ size_t Transfer::on_write(char* data, size_t size, size_t count, void* self) {
     if (t.pending_.size() >= k_high_water) {
         // Not taken: curl keeps these bytes and offers them again once unpaused. A send()
         // waiting for the upstream to take the body learns that it has answered instead.
+        t.note_pause();
         t.recv_paused_ = true;
         t.wake();
         return CURL_WRITEFUNC_PAUSE;
@@ -379,6 +414,7 @@ size_t Transfer::on_read(char* data, size_t size, size_t count, void* self) {
     if (t.body_finished_) {
         return 0;
     }
+    t.note_pause();
     t.send_paused_ = true;
     return CURL_READFUNC_PAUSE;
 }

@@ -61,7 +61,7 @@ struct ResponseHead {
 struct Failure {
     enum class Kind {
         connect,  // no connection (refused, unresolvable, TLS handshake or verification)
-        timeout,  // connect timeout, no head in time, or the body went idle too long
+        timeout,  // connect timeout, no answer in time, or an event stream idle too long
         broken,   // the upstream broke the exchange (reset, truncated, protocol error)
     };
     Kind kind;
@@ -115,8 +115,10 @@ class Transfer {
     void wake();
     void finish(CURLcode result);
     void fail(Failure failure);  // ends the exchange from our side (timeout)
-    void update_pause();
+    void note_pause();           // before a direction pauses: the wait on the agent may begin
+    void update_pause();         // after a direction resumed: curl is told, the wait may end
     void arm_deadline();
+    std::chrono::steady_clock::time_point deadline() const;
     void release_handle();
 
     UpstreamClient& client_;
@@ -126,9 +128,17 @@ class Transfer {
     bool in_multi_ = false;
     std::chrono::milliseconds timeout_{};
 
-    boost::asio::steady_timer signal_;    // a waiting coroutine parks on it; wake() cancels it
-    boost::asio::steady_timer deadline_;  // head deadline, then idle timeout
+    boost::asio::steady_timer signal_;  // a waiting coroutine parks on it; wake() cancels it
+    // The timeout: the whole exchange must end within timeout_ of its start, not counting the
+    // time spent paused waiting on the agent; once the head of an event stream is in, it
+    // becomes an idle timeout between pieces instead.
+    boost::asio::steady_timer deadline_;
+    std::chrono::steady_clock::time_point started_;
+    std::chrono::steady_clock::duration waited_{};          // paused, waiting on the agent
+    std::chrono::steady_clock::time_point paused_since_{};  // when the current wait began
     std::chrono::steady_clock::time_point last_activity_;
+    bool idle_timeout_ = false;
+    bool deadline_parked_ = false;  // it came while paused: armed again once the wait ends
 
     bool head_done_ = false;
     bool done_ = false;

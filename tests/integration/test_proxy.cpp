@@ -1263,6 +1263,39 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
         CHECK(took < 5.5);
     }
 
+    SECTION("an answer must end within the timeout and an event stream only keep talking") {
+        // Six pieces 0.8 s apart: 4 s in all, past the service's 2 s, never silent that long.
+        const auto start = SteadyClock::now();
+        const HttpReply slow =
+            g.call("GET", "/api/slow/sse?events=6&interval_ms=800&type=application/x-ndjson",
+                   session_of(worker));
+        const double took = seconds_since(start);
+        INFO("status " << slow.status << " error " << slow.error << " body " << slow.body);
+        CHECK(slow.status == 0);  // cut off: curl saw the chunked body end unfinished
+        CHECK_FALSE(slow.error.empty());
+        CHECK_FALSE(contains(slow.body, "\"n\": 5"));
+        CHECK(took < 3.5);
+        const HttpReply events =
+            g.call("GET", "/api/slow/sse?events=6&interval_ms=800", session_of(worker));
+        CHECK(events.status == 200);
+        CHECK(contains(events.body, "data: {\"n\": 5}\n\n"));
+    }
+
+    SECTION("time spent waiting for a slow agent does not count against the timeout") {
+        // More than the sockets from the upstream to the agent hold: the transfer pauses
+        // while the agent reads nothing for longer than the service's 2 s.
+        const size_t total = 32 * 1024 * 1024;
+        RawConnection c(g.port, 64 * 1024);
+        c.send("GET /api/slow/large?bytes=" + std::to_string(total) +
+               " HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session +
+               "\r\nConnection: close\r\n\r\n");
+        std::this_thread::sleep_for(3s);
+        const RawReply r = c.read_until_close(30s);
+        CHECK(r.status == 200);
+        CHECK(r.body.size() == total);
+        CHECK(large_pattern_at(r.body.data(), r.body.size(), 0));
+    }
+
     SECTION("redirects are passed back, not followed") {
         const HttpReply r = g.call("GET", "/api/echo/redirect", session_of(worker));
         CHECK(r.status == 302);

@@ -40,9 +40,10 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           with ", ". HEAD gets the same headers and no body.
   /status/<code>          that status (200..599) with {"status": code}; 204/304 no body.
   /redirect               302, Location: /echo/redirected, small JSON body.
-  /sse?events=N&interval_ms=M
+  /sse?events=N&interval_ms=M[&type=T]
                           text/event-stream, chunked; N events `data: {"n": i}` (i = 0..N-1)
-                          M ms apart, each in its own chunk. Defaults N=3, M=100.
+                          M ms apart, each in its own chunk. Defaults N=3, M=100. With
+                          type=T the same pieces under Content-Type T (a slow non-stream).
   /large?bytes=N[&chunked=1]
                           N bytes of application/octet-stream, byte i = i % 251, sent in
                           64 KiB writes; Content-Length, or chunked with chunked=1.
@@ -449,7 +450,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _sse(self) -> None:
         events = self._int_param("events", 3, 0, 1_000_000)
         interval = self._int_param("interval_ms", 100, 0, 3_600_000) / 1000.0
-        self._begin_stream(200, "text/event-stream", [("Cache-Control", "no-cache")])
+        content_type = self.req_query.get("type", ["text/event-stream"])[0]
+        self._begin_stream(200, content_type, [("Cache-Control", "no-cache")])
         for i in range(events):
             if i > 0 and interval:
                 time.sleep(interval)
@@ -617,7 +619,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             data = json.dumps(obj, separators=(",", ":")).encode()
             self._write_chunk(b"data: " + data + b"\n\n")
 
-        self._begin_stream(200, "text/event-stream", [("Cache-Control", "no-cache")])
+        content_type = self.req_query.get("type", ["text/event-stream"])[0]
+        self._begin_stream(200, content_type, [("Cache-Control", "no-cache")])
         for i, piece in enumerate(CHAT_PIECES):
             if i > 0:
                 time.sleep(0.05)
