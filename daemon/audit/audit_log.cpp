@@ -85,9 +85,12 @@ Result<json> read_json(const ReadTxn& txn, Table table, std::string_view key) {
     return j;
 }
 
-// Whether the entry is about `ref` ("agent:<id>", "service:<id>"): its actor or target is
-// exactly that, or one of its details is.
-bool about(const json& entry, const std::string& ref) {
+// Whether the entry is about the `kind` ("agent", "service") called `id`: its actor or target
+// is "<kind>:<id>", or one of its details names it, as that reference, as the bare id under the
+// kind's own name ({"agent": "<id>"}), or as the owner of something scoped to that kind
+// ({"scope": "agent", "owner": "<id>"}, as credential and device flow entries have it).
+bool about(const json& entry, std::string_view kind, const std::string& id) {
+    const std::string ref = fmt::format("{}:{}", kind, id);
     if (entry.value("actor", "") == ref || entry.value("target", "") == ref) {
         return true;
     }
@@ -95,8 +98,15 @@ bool about(const json& entry, const std::string& ref) {
     if (details == entry.end() || !details->is_object()) {
         return false;
     }
-    for (const auto& [_, value] : details->items()) {
-        if (value.is_string() && value.get<std::string>() == ref) {
+    const bool owned_by_kind = details->value("scope", "") == kind;
+    for (const auto& [key, value] : details->items()) {
+        if (!value.is_string()) {
+            continue;
+        }
+        const auto& text = value.get_ref<const std::string&>();
+        if (text == ref ||
+            (text == id &&
+             (key == kind || (owned_by_kind && (key == "owner" || key == "owner_id"))))) {
             return true;
         }
     }
@@ -336,8 +346,8 @@ Result<AuditPage> AuditLog::list(const AuditQuery& q) const {
                 page.next = seq;
                 const bool match =
                     (!q.since || entry.value("time_ms", int64_t{0}) / 1000 >= *q.since) &&
-                    (!q.agent || about(entry, "agent:" + *q.agent)) &&
-                    (!q.service || about(entry, "service:" + *q.service)) &&
+                    (!q.agent || about(entry, "agent", *q.agent)) &&
+                    (!q.service || about(entry, "service", *q.service)) &&
                     (!q.action || entry.value("action", "") == *q.action);
                 if (match) {
                     entry.erase("time_ms");

@@ -534,6 +534,21 @@ TEST_CASE("agentgw audit lists, filters and verifies the actions taken", "[cli][
     const json verified_json = g.ok({"audit", "verify"});
     CHECK(verified_json["ok"] == true);
     CHECK(verified_json["entries"].get<size_t>() >= actions.size());
+
+    // --agent also finds the entries that name the agent only in their details: a credential
+    // of its own, data published and retrieved for it by the operator.
+    g.ok({"credential", "set", "openai", "--agent", "worker"}, std::string("sk-agent-secret\n"));
+    const json receipt = g.ok({"publish", "--as", "worker", "--name", "note"}, std::string("hi"));
+    g.ok({"retrieve", "--as", "worker"}, receipt["token"].get<std::string>() + "\n");
+    const json worker_page = g.ok({"audit", "--agent", "worker", "--limit", "1000"});
+    std::vector<std::string> about_worker;
+    for (const auto& e : worker_page["entries"]) {
+        about_worker.push_back(e["action"]);
+    }
+    CHECK(about_worker == std::vector<std::string>{"agent.create", "agent.grant", "agent.revoke",
+                                                   "agent.rate_limit", "agent.disable",
+                                                   "agent.enable", "agent.rotate", "credential.set",
+                                                   "hub.publish", "hub.retrieve"});
 }
 
 TEST_CASE("agentgw exit codes and one-line errors", "[cli]") {
