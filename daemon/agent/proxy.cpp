@@ -418,6 +418,13 @@ class ProxyExchange {
           head_request_(ex.parser.get().method() == beast_http::verb::head),
           client_http10_(ex.parser.get().version() < 11),
           started_(SteadyClock::now()) {}
+    ProxyExchange(const ProxyExchange&) = delete;
+    ProxyExchange& operator=(const ProxyExchange&) = delete;
+    ~ProxyExchange() {
+        if (replay_) {
+            wipe(*replay_);
+        }
+    }
 
     asio::awaitable<bool> run() {
         std::optional<Response> refusal;
@@ -531,6 +538,28 @@ class ProxyExchange {
 
     using BodyParser = beast_http::request_parser<beast_http::buffer_body>;
 
+    // Puts the call's credential into `up`, in place of whatever was injected before (the
+    // header lines from `injected_at` on, the URL), then drops the call's copy of it: the
+    // request holds the only one.
+    std::optional<Response> address(upstream::UpstreamRequest& up, size_t injected_at) {
+        for (size_t i = injected_at; i < up.headers.size(); ++i) {
+            wipe(up.headers[i]);
+        }
+        up.headers.resize(injected_at);
+        std::string query = call_.query;
+        auto refusal = inject(call_, ctx_.registry.clock().now_secs(), up, query);
+        call_.credential.reset();
+        if (!refusal) {
+            wipe(up.url);
+            up.url = call_.service->base_url + call_.upstream_path;
+            if (!query.empty()) {
+                up.url.append("?").append(query);
+            }
+        }
+        wipe(query);
+        return refusal;
+    }
+
     // Reads the next piece of the request body into [data, data + size): how many bytes came,
     // or the answer the client gets instead.
     asio::awaitable<std::variant<size_t, Response>> read_body_piece(BodyParser& body, char* data,
@@ -572,23 +601,19 @@ class ProxyExchange {
             co_return co_await refuse(res);
         }
         copy_request_headers(call_, up);
-        std::string query = call_.query;
-        if (auto refusal = inject(call_, ctx_.registry.clock().now_secs(), up, query)) {
-            wipe(query);
-            co_return co_await refuse(*refusal);
-        }
+        const size_t injected_at = up.headers.size();  // the credential's lines come last
         const std::string credential_key = call_.credential->key;
         const uint64_t credential_generation = call_.credential->generation;
-        // A credential whose refresh was refused is not refreshed again, after a 401 either:
-        // the upstream's answer goes back as it is.
-        const bool refreshable =
-            call_.credential->refreshable && !call_.credential->reauth_required;
-        call_.credential.reset();  // wiped; the request holds the only copy now
-        up.url = service.base_url + call_.upstream_path;
-        if (!query.empty()) {
-            up.url.append("?").append(query);
+        // An upstream that refuses an OAuth2 access token before it expired (revoked, rotated
+        // elsewhere) gets one more try with a refreshed token, when the request can be sent
+        // again: it has no body, or one small enough to be read whole, of which a copy is kept.
+        // A credential whose refresh was refused is not refreshed again: the upstream's 401
+        // goes back as it is.
+        const bool may_retry = service.auth.type == AuthSpec::Type::oauth2 &&
+                               call_.credential->refreshable && !call_.credential->reauth_required;
+        if (auto refusal = address(up, injected_at)) {
+            co_return co_await refuse(*refusal);
         }
-        wipe(query);
 
         uint64_t bytes_in = 0;
         bool body_complete = true;
@@ -620,6 +645,9 @@ class ProxyExchange {
                 bytes_in += std::get<size_t>(piece);
             }
             if (!body_error) {
+                if (may_retry) {
+                    replay_.emplace(whole);
+                }
                 transfer = ctx_.upstream.start(up, std::move(whole));
             }
         } else {
@@ -654,29 +682,29 @@ class ProxyExchange {
         }
         transfer->finish_body();
 
-        if (auto failure = co_await transfer->wait_head()) {
-            latency_ms_ = elapsed_ms();
-            const bool timed_out = failure->kind == upstream::Failure::Kind::timeout;
-            ctx_.metrics.count_upstream_error(
-                service.id, timed_out                                           ? "timeout"
-                            : failure->kind == upstream::Failure::Kind::connect ? "connect"
-                                                                                : "broken");
-            Response res = http::error_response(
-                timed_out ? HttpStatus::gateway_timeout : HttpStatus::bad_gateway,
-                timed_out ? "upstream_timeout" : "upstream_error",
-                fmt::format("service {}: {}", service.id, failure->message));
-            transfer.reset();
-            const bool keep_alive = client_keep_alive && body_complete;
-            finish_response(res, keep_alive);
-            audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
-            co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
-        }
-        // An upstream that refuses an OAuth2 access token before it expired (revoked, rotated
-        // elsewhere) gets one more try with a refreshed token, when the request can be sent
-        // again: it had no body.
-        const bool replayable = !up.has_body || (up.body_size && *up.body_size == 0);
-        if (service.auth.type == AuthSpec::Type::oauth2 && transfer->head().status == 401 &&
-            replayable && refreshable && !retried_) {
+        for (;;) {
+            if (auto failure = co_await transfer->wait_head()) {
+                latency_ms_ = elapsed_ms();
+                const bool timed_out = failure->kind == upstream::Failure::Kind::timeout;
+                ctx_.metrics.count_upstream_error(
+                    service.id, timed_out                                           ? "timeout"
+                                : failure->kind == upstream::Failure::Kind::connect ? "connect"
+                                                                                    : "broken");
+                Response res = http::error_response(
+                    timed_out ? HttpStatus::gateway_timeout : HttpStatus::bad_gateway,
+                    timed_out ? "upstream_timeout" : "upstream_error",
+                    fmt::format("service {}: {}", service.id, failure->message));
+                transfer.reset();
+                const bool keep_alive = client_keep_alive && body_complete;
+                finish_response(res, keep_alive);
+                audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
+                co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) &&
+                    keep_alive;
+            }
+            const bool replayable = !up.has_body || replay_;
+            if (!may_retry || transfer->head().status != 401 || !replayable || retried_) {
+                break;
+            }
             retried_ = true;
             transfer.reset();
             const Status refreshed =
@@ -687,10 +715,20 @@ class ProxyExchange {
             } else {
                 refusal = find_credential(ctx_, call_);
             }
+            if (!refusal && call_.credential->reauth_required) {
+                // Another request's refresh was refused meanwhile: the token at hand is the one
+                // the upstream has just refused.
+                refusal = reauth_answer(*call_.credential);
+            }
+            if (!refusal) {
+                refusal = address(up, injected_at);
+            }
             if (refusal) {
                 co_return co_await refuse(*refusal);
             }
-            co_return co_await forward();
+            transfer = replay_ ? ctx_.upstream.start(up, std::exchange(replay_, {}).value())
+                               : ctx_.upstream.start(up);
+            transfer->finish_body();
         }
         latency_ms_ = elapsed_ms();
         co_return co_await relay(*transfer, client_keep_alive && body_complete, bytes_in);
@@ -850,7 +888,8 @@ class ProxyExchange {
                                 // length ends when the connection closes instead
     SteadyClock::time_point started_;
     double latency_ms_ = 0;
-    bool retried_ = false;  // the one retry after an upstream 401 has been made
+    bool retried_ = false;               // the one retry after an upstream 401 has been made
+    std::optional<std::string> replay_;  // the request body again, for that retry
 };
 
 }  // namespace

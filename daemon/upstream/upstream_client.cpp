@@ -126,6 +126,7 @@ void Transfer::release_handle() {
     }
     curl_slist_free_all(headers_);
     headers_ = nullptr;
+    wipe(whole_body_);  // like every piece send() hands over, it may hold a secret
 }
 
 asio::awaitable<void> Transfer::wait() {

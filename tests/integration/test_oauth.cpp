@@ -479,17 +479,27 @@ TEST_CASE("a rotated refresh token replaces the old one, which is never sent aga
         CHECK(oidc.token_ok("refresh_token") == round);
     }
 
-    // A request with a body cannot be replayed: the upstream's 401 comes back as it is.
+    // A body read whole (up to 64 KiB) is sent again, byte for byte, with the new token.
     CHECK(oidc.revoke_access_tokens() >= 1);
     const HttpReply posted = g.call("POST", "/api/oidc/resource/write", R"({"n": 1})");
-    CHECK(posted.status == 401);
-    CHECK(header(posted, "agentgw-error").empty());  // the upstream's answer, not the gateway's
-    CHECK(oidc.token_ok("refresh_token") == 4);
+    INFO("status " << posted.status << " body " << posted.body);
+    CHECK(posted.status == 200);
+    CHECK(json::parse(posted.body, nullptr, false).value("body", "") == R"({"n": 1})");
+    CHECK(oidc.token_ok("refresh_token") == 5);
+
+    // A body streamed to the upstream cannot be sent again: the upstream's 401 comes back as
+    // it is, and the next request refreshes on its own 401.
+    CHECK(oidc.revoke_access_tokens() >= 1);
+    const HttpReply streamed =
+        g.call("POST", "/api/oidc/resource/write", std::string(100 * 1024, 'x'));
+    CHECK(streamed.status == 401);
+    CHECK(header(streamed, "agentgw-error").empty());  // the upstream's answer, not the gateway's
+    CHECK(oidc.token_ok("refresh_token") == 5);
     CHECK(g.call("GET", "/api/oidc/resource/after").status == 200);
 
     const json stats = oidc.stats();
     INFO("server stats " << stats.dump());
-    CHECK(oidc.token_ok("refresh_token") == 5);
+    CHECK(oidc.token_ok("refresh_token") == 6);
     CHECK(stats.at("token_requests").at("refresh_token").at("errors").empty());
     CHECK(stats.at("refresh_token_reuse") == 0);
     CHECK(stats.at("grants_revoked") == 0);

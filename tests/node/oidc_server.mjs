@@ -29,8 +29,9 @@
 //        "ok", "errors": {<error>: n}}}, "token_max_in_flight", "refresh_token_reuse",
 //        "grants_revoked", "resource": {"ok", "rejected"}}.
 //   ANY  /resource/...                             a protected resource: 200 JSON {"kind",
-//        "client_id", "account_id", "scope"} when the Authorization: Bearer token is a live
-//        access token (user or client_credentials) of this server; 401 invalid_token otherwise.
+//        "client_id", "account_id", "scope", "body"} when the Authorization: Bearer token is a
+//        live access token (user or client_credentials) of this server, "body" being the
+//        request body it read (as text); 401 invalid_token otherwise.
 // The provider's own userinfo endpoint, GET /me (needs the openid scope), works as a protected
 // resource too.
 import http from 'node:http';
@@ -212,6 +213,10 @@ async function issueTokens(scope) {
 }
 
 async function resource(req, res) {
+  const parts = [];
+  for await (const part of req) {
+    parts.push(part);
+  }
   const auth = req.headers.authorization ?? '';
   const token = auth.startsWith('Bearer ') ? auth.slice(7) : '';
   let found;
@@ -237,6 +242,7 @@ async function resource(req, res) {
     client_id: found.clientId,
     account_id: found.accountId ?? null,
     scope: found.scope ?? null,
+    body: Buffer.concat(parts).toString('latin1'),
   });
 }
 
