@@ -117,7 +117,7 @@ asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, Cre
         co_return make_error(Code::upstream, fmt::format("device authorization failed: {}",
                                                          error_code(*reply).empty()
                                                              ? fmt::format("HTTP {}", reply->status)
-                                                             : error_text(*reply)));
+                                                             : error_text(*reply, form)));
     }
     const json& b = reply->body;
     std::string uri = string_of(b, "verification_uri");
@@ -351,7 +351,7 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         }
         const std::string access = string_of(reply->body, "access_token");
         if (!code.empty() || reply->status / 100 != 2 || access.empty()) {
-            const std::string why = !code.empty()    ? error_text(*reply)
+            const std::string why = !code.empty()    ? error_text(*reply, form)
                                     : access.empty() ? "the answer has no access_token"
                                                      : fmt::format("HTTP {}", reply->status);
             audit_.record({"system", "oauth.connect", target, "upstream_error", {{"flow_id", id}}});

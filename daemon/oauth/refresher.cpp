@@ -187,12 +187,12 @@ asio::awaitable<Status> TokenRefresher::run(const Service& service, const std::s
         // The grant is gone: no retry can help until someone authorises again.
         const Status marked = co_await credentials_.mark_reauth_required(key, generation);
         (void)marked;  // a conflict means a new credential replaced this one: nothing to mark
-        co_return fail("invalid_grant", refresh_failed(error_text(*reply)));
+        co_return fail("invalid_grant", refresh_failed(error_text(*reply, form)));
     }
     if (!code.empty() || reply->status / 100 != 2) {
         co_return fail("failure",
                        refresh_failed(code.empty() ? fmt::format("HTTP {}", reply->status)
-                                                   : error_text(*reply)));
+                                                   : error_text(*reply, form)));
     }
     const auto access = reply->body.find("access_token");
     if (access == reply->body.end() || !access->is_string() ||

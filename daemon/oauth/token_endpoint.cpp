@@ -129,19 +129,48 @@ int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallbac
     return n == 0 ? fallback : static_cast<int64_t>(std::min(n, static_cast<uint64_t>(max)));
 }
 
+namespace {
+
+// `text` with every occurrence of a secret value of `sent`, as sent (form-encoded) or decoded,
+// replaced by "[redacted]".
+std::string redacted(std::string_view text, const Form& sent) {
+    constexpr std::string_view k_mark = "[redacted]";
+    std::string out(text);
+    for (const auto& [name, value] : sent.fields) {
+        if (value.empty() || name == "grant_type" || name == "client_id" || name == "scope") {
+            continue;
+        }
+        std::string encoded = boost::urls::encode(value, boost::urls::unreserved_chars);
+        for (const std::string_view secret : {std::string_view(value), std::string_view(encoded)}) {
+            for (size_t at = out.find(secret); at != std::string::npos;
+                 at = out.find(secret, at + k_mark.size())) {
+                out.replace(at, secret.size(), k_mark);
+            }
+        }
+        wipe(encoded);
+    }
+    return out;
+}
+
+}  // namespace
+
 std::string error_code(const EndpointReply& reply) {
     const auto it = reply.body.find("error");
     return it != reply.body.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-std::string error_text(const EndpointReply& reply) {
+std::string error_text(const EndpointReply& reply, const Form& sent) {
     std::string text = error_code(reply);
     const auto it = reply.body.find("error_description");
-    if (it != reply.body.end() && it->is_string()) {
-        // Cut between characters: the text may be stored in a record that dump() checks.
-        text.append(": ").append(utf8_prefix(it->get_ref<const std::string&>(), 200));
+    if (it == reply.body.end() || !it->is_string()) {
+        return redacted(text, sent);
     }
-    return text;
+    // Redacted whole, then cut: a cut first could leave part of a secret that no longer
+    // matches. Cut between characters: the text may be stored in a record that dump() checks.
+    std::string description = redacted(it->get_ref<const std::string&>(), sent);
+    text.append(": ").append(utf8_prefix(description, 200));
+    wipe(description);
+    return redacted(text, sent);
 }
 
 }  // namespace agentgw::oauth

@@ -60,7 +60,9 @@ int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallbac
 // "error" member, which is read whatever the HTTP status; empty when there is none.
 std::string error_code(const EndpointReply& reply);
 
-// "invalid_grant: the refresh token was revoked" from "error" and "error_description".
-std::string error_text(const EndpointReply& reply);
+// "invalid_grant: the refresh token was revoked" from "error" and "error_description" (its
+// first 200 bytes), with every value of `sent` other than grant_type, client_id and scope
+// replaced by "[redacted]": some servers quote the refresh token or code they refuse.
+std::string error_text(const EndpointReply& reply, const Form& sent);
 
 }  // namespace agentgw::oauth

@@ -1024,6 +1024,39 @@ TEST_CASE("an upstream 401 for a credential marked reauth_required is passed bac
     CHECK(stub.requests("refresh_token").size() == 1);
 }
 
+TEST_CASE("a token endpoint that quotes the secret it refuses does not make it leak",
+          "[oauth][refresh][device][stub][secret]") {
+    SECTION("a refresh token, in the agent's 502, the audit log and the daemon's log") {
+        TokenStub stub({.refresh_script = "quoting_invalid_grant"});
+        Gateway g(stub_service(stub));
+        const std::string refresh = "rt-quoted-0123456789abcdef";
+        g.import_tokens("stub", {{"refresh_token", refresh}});
+        const HttpReply r = g.call("GET", "/api/stub/resource");
+        check_refresh_failed(r);
+        INFO("body " << r.body);
+        CHECK(contains(r.body, "invalid_grant: Invalid token: [redacted]; x"));
+        // Also the copy the 200-byte cut falls in: no prefix of it is left either.
+        CHECK_FALSE(contains(r.body, "rt-quot"));
+        const json audit = g.audit_entries("credential.refresh", 1);
+        REQUIRE(audit.size() == 1);
+        CHECK(contains(audit.dump(), "[redacted]"));
+        CHECK_FALSE(contains(g.control("GET", "/v1/audit?limit=1000").body, "rt-quot"));
+        CHECK_FALSE(contains(g.daemon_log(), "rt-quot"));
+    }
+    SECTION("a device code, in what connect reports") {
+        TokenStub stub({.device_script = "pending,quoting_invalid_grant"});
+        Gateway g(stub_service(stub));
+        Connect c = start_connect(g, "stub");
+        const auto code = c.child->wait(30s);
+        INFO("connect stderr: " << c.child->stderr_text());
+        REQUIRE(code.has_value());
+        CHECK(*code == 1);
+        CHECK(contains(c.child->stderr_text(), "Invalid token: [redacted]"));
+        CHECK_FALSE(contains(c.child->stderr_text(), "stub-device"));
+        CHECK_FALSE(contains(g.daemon_log(), "stub-device"));
+    }
+}
+
 TEST_CASE("a token_url whose scheme is written in upper case still reaches an http server",
           "[oauth][refresh][stub]") {
     TokenStub stub;

@@ -33,6 +33,9 @@ Command line:
         slow_pending   pending after 3 seconds (a poll still under way a while)
         long_invalid_grant  400 invalid_grant with a 301-byte error_description of "x" and
                        150 two-byte characters
+        quoting_invalid_grant  400 invalid_grant whose error_description quotes the secret
+                       the request carried (refresh_token, else device_code, else
+                       client_secret) twice: once at the start, once from byte 195 on
   * --interval: the `interval` of the device authorization answer (default 1; 0 leaves it
     out). --expires-in: its `expires_in` (default 600). --token-expires-in: the `expires_in`
     of the tokens answers (default 3600).
@@ -82,7 +85,8 @@ ANSWERS = {
 def check_items(items: list[str]) -> list[str]:
     for item in items:
         if item not in ANSWERS and item not in ("tokens", "slow_tokens", "access_only",
-                                                "split_tokens", "slow_pending"):
+                                                "split_tokens", "slow_pending",
+                                                "quoting_invalid_grant"):
             raise ValueError(f"unknown script item {item!r}")
     if not items:
         raise ValueError("a script needs at least one item")
@@ -147,7 +151,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if path == "/device":
                 self._device()
             else:
-                self._token(form.get("grant_type", ""))
+                self._token(form.get("grant_type", ""), form)
         elif path == "/__script" and self.command == "POST":
             try:
                 doc = json.loads(body)
@@ -197,7 +201,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             answer["interval"] = interval
         self._send(200, answer)
 
-    def _token(self, grant_type: str) -> None:
+    def _token(self, grant_type: str, form: dict[str, str]) -> None:
         state = self.server.state
         script = "device" if grant_type == "urn:ietf:params:oauth:grant-type:device_code" \
             else "refresh"
@@ -209,6 +213,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if item == "slow_tokens":
             time.sleep(2)
             item = "tokens"
+        if item == "quoting_invalid_grant":
+            # As some servers do ("Invalid refresh token: <token>"); the second copy straddles
+            # the 200 bytes of description the daemon keeps.
+            secret = form.get("refresh_token") or form.get("device_code") or \
+                form.get("client_secret", "")
+            head = f"Invalid token: {secret}; "
+            text = head + "x" * (194 - len(head)) + " " + secret
+            self._send(400, {"error": "invalid_grant", "error_description": text})
+            return
         if item in ("tokens", "access_only", "split_tokens"):
             with state.lock:
                 state.issued += 1
