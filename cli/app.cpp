@@ -1,6 +1,8 @@
 #include "cli/app.hpp"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -14,7 +16,9 @@
 
 namespace agentgw::cli {
 
-int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+namespace {
+
+int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
     Context ctx;
     ctx.out = &out;
     Runner chosen;
@@ -71,6 +75,23 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
         return k_exit_failure;
     }
     return k_exit_ok;
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+    const int code = run(argc, argv, out, err);
+    // What was printed must have reached its destination: a new agent key lost to a full disk
+    // or a closed pipe is lost for good, and a script must not take it as printed.
+    errno = 0;
+    out.flush();
+    if (!out) {
+        const int saved = errno;
+        err << "agentgw: cannot write the output"
+            << (saved != 0 ? fmt::format(": {}", std::strerror(saved)) : std::string()) << '\n';
+        return code == k_exit_ok ? k_exit_failure : code;
+    }
+    return code;
 }
 
 }  // namespace agentgw::cli

@@ -632,6 +632,28 @@ TEST_CASE("agentgw exit codes and one-line errors", "[cli]") {
     }
 }
 
+TEST_CASE("agentgw fails when what it prints cannot be written", "[cli]") {
+    Gateway g;
+    g.ok({"user", "add", "alice", "--email", "a@example.com"});
+    // Standard output on a full device: the write fails when the output is flushed.
+    auto to_full = [&](const Args& args) {
+        Args argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" >/dev/full", AGENTGW_CLI_PATH};
+        argv.insert(argv.end(), args.begin(), args.end());
+        return run(argv);
+    };
+    for (const Args& args : {Args{"--socket", g.socket, "--json", "user", "list"},
+                             Args{"--socket", g.socket, "user", "list"}, Args{"--version"}}) {
+        const RunResult r = to_full(args);
+        INFO("stderr: " << r.err);
+        CHECK(r.code == 1);
+        CHECK(r.err.starts_with("agentgw: cannot write the output"));
+        CHECK(lines_of(r.err).size() == 1);
+    }
+    // A failure keeps its own exit status.
+    const RunResult missing = to_full({"--socket", g.socket, "user", "show", "nobody"});
+    CHECK(missing.code == 3);
+}
+
 TEST_CASE("AGENTGW_SOCKET names the socket when --socket is not given", "[cli]") {
     Gateway g;
     const auto plain = [](const Args& args, const Env& env) {
