@@ -127,6 +127,17 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     if (call.req.method() == beast_http::verb::connect) {
         return bad_request("CONNECT is not supported");
     }
+    // TRACE makes the upstream send the request back as it received it: with the injected
+    // credential in it. TRACK is the same under another name, and some servers take method
+    // names in any case.
+    if (beast::iequals(call.method, "TRACE") || beast::iequals(call.method, "TRACK")) {
+        Response res = http::error_response(HttpStatus::method_not_allowed, "method_not_allowed",
+                                            fmt::format("{} is not forwarded: the upstream would "
+                                                        "echo the injected credential back",
+                                                        call.method));
+        res.set(beast_http::field::allow, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        return res;
+    }
     const auto url = boost::urls::parse_origin_form(call.req.target());
     if (!url) {
         return bad_request("request target is not a valid origin-form URL");

@@ -1064,6 +1064,17 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
         CHECK(refused == 14);
     }
 
+    SECTION("TRACE and TRACK in any case are not forwarded: the credential would come back") {
+        for (const std::string method : {"TRACE", "TRACK", "trace"}) {
+            INFO("method " << method);
+            const RawReply r = raw_exchange(g.port, method + " /api/echo/echo/x HTTP/1.1\r\n" +
+                                                        host + auth + "Connection: close\r\n\r\n");
+            check_raw_error(r, 405, "method_not_allowed");
+            CHECK(raw_header(r, "allow") == "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        }
+        CHECK(g.upstream->requests().empty());
+    }
+
     SECTION("the base path stays; bodies above max_body get 413") {
         const HttpReply r = g.call("GET", "/api/based/sub/x?k=v", session_of(worker));
         CHECK(r.status == 200);
