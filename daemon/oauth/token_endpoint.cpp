@@ -111,11 +111,18 @@ int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallbac
     if (it == body.end()) {
         return fallback;
     }
-    uint64_t n = 0;                  // stays 0 for anything negative, fractional or not a number
+    uint64_t n = 0;                  // stays 0 for anything negative or not a number
     if (it->is_number_unsigned()) {  // how nlohmann holds every non-negative integer it parsed
         n = it->get<uint64_t>();
     } else if (it->is_number_integer()) {
         n = static_cast<uint64_t>(std::max<int64_t>(it->get<int64_t>(), 0));
+    } else if (it->is_number_float()) {
+        // 3600.0 is an hour too (a server serialising a double); a fraction is rounded down.
+        const double d = it->get<double>();
+        if (d >= static_cast<double>(max)) {
+            return max;
+        }
+        n = d >= 1 ? static_cast<uint64_t>(d) : 0;
     } else if (it->is_string()) {
         const auto& text = it->get_ref<const std::string&>();
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);

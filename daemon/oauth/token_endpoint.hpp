@@ -51,9 +51,10 @@ boost::asio::awaitable<Result<EndpointReply>> post_form(upstream::UpstreamClient
 // larger one is cut to it.
 inline constexpr int64_t k_max_interval_secs = 3600;
 
-// A member of an answer counting seconds ("expires_in", "interval"): a positive integer, or a
-// string holding one, as some servers send it. `fallback` when it is absent, not positive or
-// not a number; cut to `max` when larger, so that no sum with it can overflow.
+// A member of an answer counting seconds ("expires_in", "interval"): a positive number (a
+// fraction rounded down), or a string holding a positive integer, as some servers send it.
+// `fallback` when it is absent, under one or not a number; cut to `max` when larger, so that
+// no sum with it can overflow.
 int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallback, int64_t max);
 
 // The OAuth error code of an answer ("invalid_grant", "authorization_pending", ...), from its

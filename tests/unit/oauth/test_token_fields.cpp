@@ -20,6 +20,9 @@ TEST_CASE("seconds in a token server's answer are read as numbers or numeric str
     CHECK(read(600) == 600);
     CHECK(read("600") == 600);
     CHECK(read(1) == 1);
+    CHECK(read(600.0) == 600);  // a number with a fraction: rounded down
+    CHECK(read(6.5) == 6);
+    CHECK(read(1.0) == 1);
 
     SECTION("anything else gives the fallback") {
         CHECK(seconds_of(json::object(), "expires_in", 7, 1000) == 7);
@@ -31,7 +34,8 @@ TEST_CASE("seconds in a token server's answer are read as numbers or numeric str
         CHECK(read("60s") == 7);
         CHECK(read(" 60") == 7);
         CHECK(read("6.5") == 7);
-        CHECK(read(6.5) == 7);
+        CHECK(read(0.5) == 7);
+        CHECK(read(-6.5) == 7);
         CHECK(read(true) == 7);
         CHECK(read(nullptr) == 7);
         CHECK(read(json::array({60})) == 7);
@@ -39,7 +43,8 @@ TEST_CASE("seconds in a token server's answer are read as numbers or numeric str
     SECTION("values too large for any sum are cut to the bound") {
         CHECK(read(std::numeric_limits<int64_t>::max()) == 1000);
         CHECK(read(std::numeric_limits<uint64_t>::max()) == 1000);
-        CHECK(read(json::parse("123456789012345678901234567890")) == 7);  // a double: not a count
+        CHECK(read(json::parse("123456789012345678901234567890")) == 1000);  // a double
+        CHECK(read(1e300) == 1000);
         CHECK(read("9223372036854775807") == 1000);
         CHECK(read("123456789012345678901234567890") == 1000);
     }
