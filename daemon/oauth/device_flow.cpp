@@ -312,8 +312,14 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         const auto catalog = services_.current();
         const Service* found = catalog->find(service_id);
         if (found == nullptr || found->auth.type != AuthSpec::Type::oauth2) {
-            co_await finish("failed",
-                            fmt::format("service {} is no longer an oauth2 service", service_id));
+            const std::string why =
+                fmt::format("service {} is no longer an oauth2 service", service_id);
+            audit_.record({"system",
+                           "oauth.connect",
+                           target,
+                           "not_found",
+                           {{"flow_id", id}, {"message", why}}});
+            co_await finish("failed", why);
             co_return;
         }
         const Service service = *found;
@@ -322,8 +328,13 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         bool retryable = false;
         auto reply = co_await post_form(client_, service, service.auth.token_url, form, &retryable);
         if (!reply) {
-            // The code stays valid: a failed poll is tried again at the next interval.
+            // The code stays valid: a failed poll is tried again, at twice the interval for
+            // good (RFC 8628 §3.5: a client that times out must poll less often), so that a
+            // struggling server is not kept busy.
             spdlog::warn("device flow {}: {}", id, reply.error().message);
+            const int64_t next = std::min(interval * 2, k_max_interval_secs);
+            const std::function<void(json&)> change = [next](json& r) { r["interval"] = next; };
+            (void)co_await update(change);
             continue;
         }
         const std::string code = error_code(*reply);

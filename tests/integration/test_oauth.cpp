@@ -803,6 +803,47 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         }
         CHECK(g.call("GET", "/api/stub/resource").status == 200);
     }
+    SECTION("a poll without a usable answer doubles the interval for good") {
+        TokenStub stub({.device_script = "http500,http500,pending,tokens"});
+        Gateway g(stub_service(stub));
+        Connect c = start_connect(g, "stub", true);
+        const auto code = c.child->wait(60s);
+        INFO("connect stdout: " << c.child->stdout_text() << "\nstderr: " << c.child->stderr_text()
+                                << "\ndaemon: " << g.daemon_log());
+        REQUIRE(code.has_value());
+        REQUIRE(*code == 0);
+        const json done = json::parse(c.child->stdout_text());
+        CHECK(done.at("status") == "complete");
+        CHECK(done.at("interval") == 4);
+
+        const auto polls = stub.requests(k_device_code_grant);
+        REQUIRE(polls.size() == 4);
+        const auto gap = [&](size_t i) {
+            return polls[i].at("time").get<double>() - polls[i - 1].at("time").get<double>();
+        };
+        INFO("gaps " << gap(1) << " " << gap(2) << " " << gap(3));
+        CHECK(gap(1) >= 1.8);  // after the first failure: 2 s
+        CHECK(gap(2) >= 3.6);  // after the second: 4 s
+        CHECK(gap(3) >= 3.6);  // a pending answer does not bring it back down
+    }
+    SECTION("a reload that takes the service away ends the flow and is audited") {
+        TokenStub stub({.device_script = "pending"});
+        json svc = stub_service(stub);
+        Gateway g(svc);
+        Connect c = start_connect(g, "stub");
+        svc["id"] = "other";
+        write_file(g.dir / "services.json", json{{"services", json::array({svc})}}.dump(2));
+        REQUIRE(g.control("POST", "/v1/services/reload").status == 200);
+        const auto code = c.child->wait(30s);
+        INFO("connect stderr: " << c.child->stderr_text());
+        REQUIRE(code.has_value());
+        CHECK(*code == 1);
+        CHECK(contains(c.child->stderr_text(), "service stub is no longer an oauth2 service"));
+        const json audit = g.audit_entries("oauth.connect", 1);
+        REQUIRE(audit.size() == 1);
+        CHECK(audit[0].at("outcome") == "not_found");
+        CHECK(audit[0].at("target") == "service:stub");
+    }
     SECTION("tokens for an agent") {
         TokenStub stub({.device_script = "tokens"});
         Gateway g(stub_service(stub));
