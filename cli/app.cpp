@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <sys/un.h>
 
 #include <fmt/format.h>
 
@@ -60,6 +61,13 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
             return k_exit_usage;
         }
         ctx.socket_path = *path;
+    }
+    // A Unix socket address holds a path of at most 107 bytes: a longer one can never work.
+    if (ctx.socket_path.native().size() >= sizeof(sockaddr_un::sun_path)) {
+        err << "agentgw: the control socket path is longer than "
+            << sizeof(sockaddr_un::sun_path) - 1
+            << " bytes: " << printable(ctx.socket_path.string()) << '\n';
+        return k_exit_usage;
     }
     ctx.client = std::make_unique<ControlClient>(ctx.socket_path);
     try {

@@ -132,8 +132,10 @@ void register_retrieve(CLI::App& parent, Context&, Runner& chosen) {
     auto* cmd = add_leaf(parent, chosen, "retrieve",
                          "Retrieve published data by its token (from stdin when not given)",
                          [o](Context& ctx) { return run_retrieve(ctx, *o); });
+    // An empty TOKEN (an unset variable) is a mistake, not a request to read stdin.
     cmd->add_option("TOKEN", o->token,
-                    "The data token; '-' or none reads it from stdin (argv shows in ps)");
+                    "The data token; '-' or none reads it from stdin (argv shows in ps)")
+        ->check(non_empty());
     cmd->add_option("--as", o->agent,
                     "Retrieve as this agent (name or id), which the recipients must include");
     cmd->add_flag("--raw", o->raw, "Print only the data, exactly as published");

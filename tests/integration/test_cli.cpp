@@ -621,6 +621,11 @@ TEST_CASE("agentgw exit codes and one-line errors", "[cli]") {
             run({AGENTGW_CLI_PATH, "--socket", (g.dir / "no-such.sock").string(), "status"});
         check_error(missing, 5);
         CHECK(contains(missing.err, "no-such.sock"));
+        // A path no Unix socket address can hold is a usage error, not an absent daemon.
+        const RunResult too_long =
+            run({AGENTGW_CLI_PATH, "--socket", "/tmp/" + std::string(110, 's'), "status"});
+        check_error(too_long, 2);
+        CHECK(contains(too_long.err, "longer than 107 bytes"));
 
         g.stop();
         for (const Args& args :

@@ -790,6 +790,12 @@ TEST_CASE("agentgw publish and retrieve, with nothing an agent wrote driving the
     const RunResult raw = cli({"retrieve", "--as", "bob-agent", "--raw", "-"}, token + "\n");
     REQUIRE(raw.code == 0);
     CHECK(raw.out == data);
+    // The token on the command line works too; an empty one (an unset variable) is a usage
+    // error, not a prompt or a read of stdin, which a loop around it may be feeding.
+    CHECK(cli({"retrieve", "--as", "bob-agent", "--raw", token}, "").out == data);
+    const RunResult empty = cli({"retrieve", "--as", "bob-agent", ""}, token + "\n");
+    CHECK(empty.code == 2);
+    CHECK(empty.out.empty());
 
     // publish reads the data from stdin and prints the token; the agent API then serves it.
     const std::string bytes = std::string("from\0stdin\n", 11);
