@@ -2,6 +2,7 @@
 // of SPEC §5 and agentgw(1), their --json documents, human tables, exit codes and one-line errors,
 // and that a credential's secret never shows anywhere.
 #include <algorithm>
+#include <regex>
 #include <set>
 #include <signal.h>
 #include <sstream>
@@ -705,6 +706,10 @@ TEST_CASE("agentgw audit --follow prints entries as they come and ends on SIGINT
     CHECK(entry().at("action") == "user.create");
     g.ok({"agent", "create", "--user", "alice", "--name", "worker"});
     CHECK(entry().at("action") == "agent.create");
+    // Like every agentgw, it may hold secrets (a key the daemon hands back, a typed secret):
+    // no core dump can take them.
+    const std::string limits = read_file("/proc/" + std::to_string(follow.pid()) + "/limits");
+    CHECK(std::regex_search(limits, std::regex(R"(Max core file size +0 +0 )")));
 
     SECTION("between requests") {}
     SECTION("while a request waits for a daemon that does not answer") {
