@@ -32,6 +32,12 @@ std::string string_of(const json& body, const char* name) {
     return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// Whether `name` is a non-empty string, without copying it (it may be a secret).
+bool has_text(const json& body, const char* name) {
+    const auto it = body.find(name);
+    return it != body.end() && it->is_string() && !it->get_ref<const std::string&>().empty();
+}
+
 json flow_json(const json& r) {
     return {{"flow_id", r.value("id", "")},
             {"service", r.value("service", "")},
@@ -124,7 +130,7 @@ asio::awaitable<Result<json>> DeviceFlows::start(const Service& service_ref, Cre
     if (uri.empty()) {
         uri = string_of(b, "verification_url");  // an older spelling some servers still use
     }
-    if (string_of(b, "device_code").empty() || string_of(b, "user_code").empty() || uri.empty()) {
+    if (!has_text(b, "device_code") || !has_text(b, "user_code") || uri.empty()) {
         co_return make_error(Code::upstream,
                              "device authorization failed: the answer lacks device_code, "
                              "user_code or verification_uri");
@@ -360,8 +366,9 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
             co_await finish("expired", "the code expired before it was approved");
             co_return;
         }
-        const std::string access = string_of(reply->body, "access_token");
+        std::string access = string_of(reply->body, "access_token");
         if (!code.empty() || reply->status / 100 != 2 || access.empty()) {
+            wipe(access);
             const std::string why = !code.empty()    ? error_text(*reply, form)
                                     : access.empty() ? "the answer has no access_token"
                                                      : fmt::format("HTTP {}", reply->status);
@@ -374,7 +381,7 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         input.scope = parse_scope(scope).value_or(CredentialScope::service);
         input.owner_id = owner_id;
         input.type = "oauth2";
-        input.access_token = access;
+        input.access_token = std::move(access);
         input.refresh_token = string_of(reply->body, "refresh_token");
         input.scopes = string_of(reply->body, "scope");
         if (input.scopes.empty()) {  // RFC 6749 §5.1: absent means as requested
