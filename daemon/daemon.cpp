@@ -600,8 +600,10 @@ int rekey_vault(const DaemonInvocation& inv) {
         spdlog::error("{}", s.error().message);
         return 1;
     }
-    // The key file the daemon generated no longer unlocks anything; leaving it would only
-    // mislead. The new secret is the operator's to keep.
+    // The key file the daemon generated no longer opens the vault; leaving it would only
+    // mislead. It still unwraps the old envelope, which data.mdb may keep in a page not yet
+    // reused: a rekey moves the vault to a new secret, it does not revoke the old one (the
+    // data key stays). The new secret is the operator's to keep.
     std::error_code ec;
     const fs::path local_key = fs::weakly_canonical(config.state_dir / "master.key", ec);
     const auto same_file = [&](const fs::path& p) {

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/control/json_body.hpp"
+#include "daemon/crypto/secure_buffer.hpp"
 #include "daemon/http/message.hpp"
 #include "daemon/hub/hub_wire.hpp"
 #include "daemon/oauth/device_flow.hpp"
@@ -75,12 +76,17 @@ std::string actor_of(const Ctx& c) {
     return fmt::format("uid:{}", c.peer.uid);
 }
 
-http::Response respond(const Done& d) {
+// The answer to a route that succeeded. Its body may hold a secret handed out once (a new
+// agent key, a session, a retrieved blob): the answer keeps its own serialised copy, and the
+// tree is wiped.
+http::Response respond(Done& d) {
     if (d.status == HttpStatus::no_content) {
         http::Response res{HttpStatus::no_content, 11};
         return res;
     }
-    return http::json_response(d.status, d.body);
+    http::Response res = http::json_response(d.status, d.body);
+    wipe_json(d.body);
+    return res;
 }
 
 // Query parameters a route does not name are refused, so that a typo such as

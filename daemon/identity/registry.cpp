@@ -413,6 +413,11 @@ boost::asio::awaitable<Status> Registry::delete_user(const std::string& user_id)
     co_return co_await commit(write);
 }
 
+IssuedKey::~IssuedKey() {
+    wipe(api_key);
+    wipe(session);
+}
+
 boost::asio::awaitable<Result<IssuedKey>> Registry::create_agent(const NewAgent& spec) {
     const int64_t now = clock_.now_secs();
     IssuedKey issued;

@@ -62,12 +62,20 @@ struct Agent {
     const Grant* grant_for(std::string_view service_id) const;
 };
 
-// A key handed out once, at creation or rotation, with a first session.
+// A key handed out once, at creation or rotation, with a first session. Both are wiped when
+// it is destroyed.
 struct IssuedKey {
     Agent agent;
     std::string api_key;
     std::string session;
     int64_t session_expires_at = 0;
+
+    IssuedKey() = default;
+    IssuedKey(IssuedKey&&) = default;
+    IssuedKey& operator=(IssuedKey&&) = default;
+    IssuedKey(const IssuedKey&) = delete;
+    IssuedKey& operator=(const IssuedKey&) = delete;
+    ~IssuedKey();
 };
 
 struct NewAgent {
