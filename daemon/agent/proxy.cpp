@@ -128,13 +128,22 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
         return bad_request("CONNECT is not supported");
     }
     // TRACE makes the upstream send the request back as it received it: with the injected
-    // credential in it. TRACK is the same under another name, and some servers take method
-    // names in any case.
-    if (beast::iequals(call.method, "TRACE") || beast::iequals(call.method, "TRACK")) {
+    // credential in it. TRACK is the same under another name, some servers take method names
+    // in any case, and some take the method from an override header.
+    const auto echoes = [](std::string_view method) {
+        return beast::iequals(method, "TRACE") || beast::iequals(method, "TRACK");
+    };
+    bool echoed = echoes(call.method);
+    for (const std::string_view name :
+         {"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}) {
+        for (auto [it, end] = call.req.equal_range(name); it != end; ++it) {
+            echoed = echoed || echoes(it->value());
+        }
+    }
+    if (echoed) {
         Response res = http::error_response(HttpStatus::method_not_allowed, "method_not_allowed",
-                                            fmt::format("{} is not forwarded: the upstream would "
-                                                        "echo the injected credential back",
-                                                        call.method));
+                                            "TRACE and TRACK are not forwarded: the upstream "
+                                            "would echo the injected credential back");
         res.set(beast_http::field::allow, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
         return res;
     }
@@ -508,6 +517,14 @@ class ProxyExchange {
 
     // Answers without forwarding. An unread body would be taken for the next request, so the
     // connection closes when there is one.
+    // A gateway-made answer once the request was taken whole (its body read, or `bytes_in` of
+    // it when the upstream refused the rest): the connection stays open when `keep_alive`.
+    asio::awaitable<bool> answer(Response& res, bool keep_alive, uint64_t bytes_in) {
+        finish_response(res, keep_alive);
+        audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
+        co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
+    }
+
     asio::awaitable<bool> refuse(Response& res) {
         const bool keep_alive = ex_.parser.is_done() && ex_.parser.keep_alive();
         finish_response(res, keep_alive);
@@ -692,6 +709,7 @@ class ProxyExchange {
             co_return false;
         }
         transfer->finish_body();
+        const bool keep_alive = client_keep_alive && body_complete;
 
         for (;;) {
             if (auto failure = co_await transfer->wait_head()) {
@@ -706,16 +724,14 @@ class ProxyExchange {
                     timed_out ? "upstream_timeout" : "upstream_error",
                     fmt::format("service {}: {}", service.id, failure->message));
                 transfer.reset();
-                const bool keep_alive = client_keep_alive && body_complete;
-                finish_response(res, keep_alive);
-                audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
-                co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) &&
-                    keep_alive;
+                co_return co_await answer(res, keep_alive, bytes_in);
             }
             const bool replayable = !up.has_body || replay_;
             if (!may_retry || transfer->head().status != 401 || !replayable || retried_) {
                 break;
             }
+            // The body has been read (it is the copy) or there was none: the parser, which the
+            // body parser may have taken over, is not asked again.
             retried_ = true;
             transfer.reset();
             const Status refreshed =
@@ -735,14 +751,18 @@ class ProxyExchange {
                 refusal = address(up, injected_at);
             }
             if (refusal) {
-                co_return co_await refuse(*refusal);
+                co_return co_await answer(*refusal, keep_alive, bytes_in);
             }
             transfer = replay_ ? ctx_.upstream.start(up, std::exchange(replay_, {}).value())
                                : ctx_.upstream.start(up);
             transfer->finish_body();
         }
+        if (replay_) {
+            wipe(*replay_);  // no retry: the copy is not needed while the answer streams
+            replay_.reset();
+        }
         latency_ms_ = elapsed_ms();
-        co_return co_await relay(*transfer, client_keep_alive && body_complete, bytes_in);
+        co_return co_await relay(*transfer, keep_alive, bytes_in);
     }
 
     // The upstream's answer, streamed to the agent as it arrives.

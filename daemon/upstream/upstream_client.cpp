@@ -330,11 +330,15 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
         }
         t.last_activity_ = Clock::now();
         t.head_.status = static_cast<unsigned>(code);
-        // An event stream may go on for as long as it keeps sending: from here on, the
-        // timeout is the longest silence between its pieces. Any other answer stays bound to
-        // end within the timeout.
-        const auto type = t.head_.headers[boost::beast::http::field::content_type];
-        t.idle_timeout_ = boost::beast::iequals(type.substr(0, 17), "text/event-stream");
+        // A stream (an event stream, or any body of unknown length: chunked or ended by the
+        // close) may go on for as long as it keeps sending: from here on, the timeout is the
+        // longest silence between its pieces. An answer of known length stays bound to end
+        // within the timeout.
+        using boost::beast::http::field;
+        const auto& h = t.head_.headers;
+        t.idle_timeout_ =
+            boost::beast::iequals(h[field::content_type].substr(0, 17), "text/event-stream") ||
+            h.find(field::content_length) == h.end() || h.find(field::transfer_encoding) != h.end();
         t.head_done_ = true;
         t.wake();
         return len;

@@ -41,7 +41,9 @@ struct UpstreamRequest {
     bool has_body = false;
     std::optional<uint64_t> body_size;  // known length; absent with has_body: sent chunked
     std::chrono::milliseconds connect_timeout{10'000};
-    // Until the response head arrives; after that, the longest pause between body pieces.
+    // The whole exchange, not counting time paused waiting on the owner; for a streamed answer
+    // (an event stream, or a body of unknown length), once its head is in, the longest pause
+    // between body pieces instead.
     std::chrono::milliseconds timeout{60'000};
     std::string ca_file;      // empty: the system trust store
     bool allow_http = false;  // false: https only
@@ -130,8 +132,8 @@ class Transfer {
 
     boost::asio::steady_timer signal_;  // a waiting coroutine parks on it; wake() cancels it
     // The timeout: the whole exchange must end within timeout_ of its start, not counting the
-    // time spent paused waiting on the agent; once the head of an event stream is in, it
-    // becomes an idle timeout between pieces instead.
+    // time spent paused waiting on the agent; once the head of a stream is in (an event
+    // stream, a body of unknown length), it becomes an idle timeout between pieces instead.
     boost::asio::steady_timer deadline_;
     std::chrono::steady_clock::time_point started_;
     std::chrono::steady_clock::duration waited_{};          // paused, waiting on the agent

@@ -40,10 +40,12 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           with ", ". HEAD gets the same headers and no body.
   /status/<code>          that status (200..599) with {"status": code}; 204/304 no body.
   /redirect               302, Location: /echo/redirected, small JSON body.
-  /sse?events=N&interval_ms=M[&type=T]
+  /sse?events=N&interval_ms=M[&type=T][&length=1]
                           text/event-stream, chunked; N events `data: {"n": i}` (i = 0..N-1)
                           M ms apart, each in its own chunk. Defaults N=3, M=100. With
-                          type=T the same pieces under Content-Type T (a slow non-stream).
+                          type=T the same pieces under Content-Type T; with length=1 under a
+                          Content-Length for them all instead of chunked (a slow answer of
+                          known length).
   /large?bytes=N[&chunked=1]
                           N bytes of application/octet-stream, byte i = i % 251, sent in
                           64 KiB writes; Content-Length, or chunked with chunked=1.
@@ -451,11 +453,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         events = self._int_param("events", 3, 0, 1_000_000)
         interval = self._int_param("interval_ms", 100, 0, 3_600_000) / 1000.0
         content_type = self.req_query.get("type", ["text/event-stream"])[0]
+        pieces = [b"data: %s\n\n" % json.dumps({"n": i}).encode() for i in range(events)]
+        if self._int_param("length", 0, 0, 1):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(sum(len(p) for p in pieces)))
+            self.end_headers()
+            for i, piece in enumerate(pieces):
+                if i > 0 and interval:
+                    time.sleep(interval)
+                if not self.is_head:
+                    self.wfile.write(piece)
+            return
         self._begin_stream(200, content_type, [("Cache-Control", "no-cache")])
-        for i in range(events):
+        for i, piece in enumerate(pieces):
             if i > 0 and interval:
                 time.sleep(interval)
-            self._write_chunk(b"data: %s\n\n" % json.dumps({"n": i}).encode())
+            self._write_chunk(piece)
         self._end_stream()
 
     def _large(self) -> None:
