@@ -1,3 +1,4 @@
+#include <csignal>
 #include <iostream>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -13,6 +14,9 @@ int main(int argc, char** argv) {
     const rlimit no_core{0, 0};
     (void)::setrlimit(RLIMIT_CORE, &no_core);
     (void)::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    // A reader that went away (`agentgw ... | head -c0`) is a failed write, reported as such
+    // with exit status 1, not a silent death by SIGPIPE.
+    (void)std::signal(SIGPIPE, SIG_IGN);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const int code = agentgw::cli::run_cli(argc, argv, std::cout, std::cerr);

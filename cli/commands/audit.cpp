@@ -109,6 +109,9 @@ Status run_follow(Context& ctx, const AuditOptions& o) {
         }
         print_table(out, {}, rows, k_follow_widths);
         out.flush();
+        if (!out) {
+            break;  // nobody gets what follows: the caller reports the failed write
+        }
         if (const auto next = reply.body.find("next");
             next != reply.body.end() && next->is_number_integer()) {
             after = std::to_string(next->get<int64_t>());

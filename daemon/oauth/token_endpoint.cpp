@@ -139,22 +139,40 @@ int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallbac
 namespace {
 
 // `text` with every occurrence of a secret value of `sent`, as sent (form-encoded) or decoded,
-// replaced by "[redacted]".
+// replaced by "[redacted]", in one pass over `text`: what one replacement wrote is never
+// searched again (a short secret could be found inside an earlier mark).
 std::string redacted(std::string_view text, const Form& sent) {
-    constexpr std::string_view k_mark = "[redacted]";
-    std::string out(text);
+    std::vector<std::string> secrets;
     for (const auto& [name, value] : sent.fields) {
         if (value.empty() || name == "grant_type" || name == "client_id" || name == "scope") {
             continue;
         }
+        secrets.push_back(value);
         std::string encoded = boost::urls::encode(value, boost::urls::unreserved_chars);
-        for (const std::string_view secret : {std::string_view(value), std::string_view(encoded)}) {
-            for (size_t at = out.find(secret); at != std::string::npos;
-                 at = out.find(secret, at + k_mark.size())) {
-                out.replace(at, secret.size(), k_mark);
-            }
+        if (encoded != value) {
+            secrets.push_back(std::move(encoded));
+        } else {
+            wipe(encoded);
         }
-        wipe(encoded);
+    }
+    // The longest first, so that a secret holding another is replaced whole.
+    std::sort(secrets.begin(), secrets.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    std::string out;
+    out.reserve(text.size());
+    for (size_t at = 0; at < text.size();) {
+        const auto found = std::find_if(secrets.begin(), secrets.end(), [&](const auto& secret) {
+            return text.substr(at, secret.size()) == secret;
+        });
+        if (found != secrets.end()) {
+            out.append("[redacted]");
+            at += found->size();
+        } else {
+            out.push_back(text[at++]);
+        }
+    }
+    for (auto& secret : secrets) {
+        wipe(secret);
     }
     return out;
 }
@@ -167,17 +185,17 @@ std::string error_code(const EndpointReply& reply) {
 }
 
 std::string error_text(const EndpointReply& reply, const Form& sent) {
-    std::string text = error_code(reply);
+    std::string text = redacted(error_code(reply), sent);
     const auto it = reply.body.find("error_description");
-    if (it == reply.body.end() || !it->is_string()) {
-        return redacted(text, sent);
+    if (it != reply.body.end() && it->is_string()) {
+        // Redacted whole, then cut: a cut first could leave part of a secret that no longer
+        // matches. Cut between characters: the text may be stored in a record that dump()
+        // checks.
+        std::string description = redacted(it->get_ref<const std::string&>(), sent);
+        text.append(": ").append(utf8_prefix(description, 200));
+        wipe(description);
     }
-    // Redacted whole, then cut: a cut first could leave part of a secret that no longer
-    // matches. Cut between characters: the text may be stored in a record that dump() checks.
-    std::string description = redacted(it->get_ref<const std::string&>(), sent);
-    text.append(": ").append(utf8_prefix(description, 200));
-    wipe(description);
-    return redacted(text, sent);
+    return text;
 }
 
 }  // namespace agentgw::oauth

@@ -648,7 +648,8 @@ TEST_CASE("agentgw fails when what it prints cannot be written", "[cli]") {
         return run(argv);
     };
     for (const Args& args : {Args{"--socket", g.socket, "--json", "user", "list"},
-                             Args{"--socket", g.socket, "user", "list"}, Args{"--version"}}) {
+                             Args{"--socket", g.socket, "user", "list"}, Args{"--version"},
+                             Args{"--socket", g.socket, "--json", "audit", "--follow"}}) {
         const RunResult r = to_full(args);
         INFO("stderr: " << r.err);
         CHECK(r.code == 1);
@@ -658,6 +659,13 @@ TEST_CASE("agentgw fails when what it prints cannot be written", "[cli]") {
     // A failure keeps its own exit status.
     const RunResult missing = to_full({"--socket", g.socket, "user", "show", "nobody"});
     CHECK(missing.code == 3);
+
+    // A reader that has gone away: the write fails (no death by SIGPIPE), and says so.
+    const RunResult closed =
+        run({"/bin/sh", "-c", "{ sleep 0.5; \"$0\" \"$@\"; echo \"exit=$?\" >&2; } | true",
+             AGENTGW_CLI_PATH, "--socket", g.socket, "user", "list"});
+    INFO("stderr: " << closed.err);
+    CHECK(contains(closed.err, "agentgw: cannot write the output: Broken pipe\nexit=1\n"));
 }
 
 TEST_CASE("AGENTGW_SOCKET names the socket when --socket is not given", "[cli]") {

@@ -1,5 +1,6 @@
 // oauth::seconds_of: how a token server's "expires_in" and "interval" are read (RFC 6749 §5.1,
 // RFC 8628 §3.2): numbers or numeric strings, bounded so that no expiry sum can overflow.
+// oauth::error_text: what a refusal says, without the secrets the request carried.
 #include <cstdint>
 #include <limits>
 
@@ -8,6 +9,9 @@
 
 #include "daemon/oauth/token_endpoint.hpp"
 
+using agentgw::oauth::EndpointReply;
+using agentgw::oauth::error_text;
+using agentgw::oauth::Form;
 using agentgw::oauth::seconds_of;
 using nlohmann::json;
 
@@ -48,4 +52,21 @@ TEST_CASE("seconds in a token server's answer are read as numbers or numeric str
         CHECK(read("9223372036854775807") == 1000);
         CHECK(read("123456789012345678901234567890") == 1000);
     }
+}
+
+TEST_CASE("an error text never quotes a secret the request carried", "[oauth][unit][secret]") {
+    Form form;
+    form.add("grant_type", "refresh_token");
+    form.add("client_id", "the-client");
+    form.add("refresh_token", "act");  // short, and inside "[redacted]" itself
+    form.add("client_secret", "a b/c");
+    EndpointReply reply;
+    reply.body = {{"error", "invalid_grant"},
+                  {"error_description", "act then a%20b%2Fc and a b/c for the-client"}};
+    // As sent (form-encoded) or decoded; one pass, so no mark is redacted again; the client
+    // id and the grant type are not secrets.
+    CHECK(error_text(reply, form) ==
+          "invalid_grant: [redacted] then [redacted] and [redacted] for the-client");
+    reply.body = {{"error", "act"}};
+    CHECK(error_text(reply, form) == "[redacted]");
 }
