@@ -517,18 +517,18 @@ class ProxyExchange {
 
     // Answers without forwarding. An unread body would be taken for the next request, so the
     // connection closes when there is one.
+    asio::awaitable<bool> refuse(Response& res) {
+        const bool keep_alive = ex_.parser.is_done() && ex_.parser.keep_alive();
+        finish_response(res, keep_alive);
+        audit(res.result_int(), std::string(res["Agentgw-Error"]), 0, 0);
+        co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
+    }
+
     // A gateway-made answer once the request was taken whole (its body read, or `bytes_in` of
     // it when the upstream refused the rest): the connection stays open when `keep_alive`.
     asio::awaitable<bool> answer(Response& res, bool keep_alive, uint64_t bytes_in) {
         finish_response(res, keep_alive);
         audit(res.result_int(), std::string(res["Agentgw-Error"]), bytes_in, 0);
-        co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
-    }
-
-    asio::awaitable<bool> refuse(Response& res) {
-        const bool keep_alive = ex_.parser.is_done() && ex_.parser.keep_alive();
-        finish_response(res, keep_alive);
-        audit(res.result_int(), std::string(res["Agentgw-Error"]), 0, 0);
         co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
     }
 
