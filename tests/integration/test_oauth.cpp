@@ -775,56 +775,55 @@ TEST_CASE("agentgw connect waits through a daemon restart", "[oauth][device]") {
     CHECK(g.call("GET", "/api/oidc/me").status == 200);
 }
 
+namespace {
+
+// Runs `agentgw connect --json` to its end against `stub` and returns the final interval with
+// the gaps between the stub's device_code polls (seconds; gaps[i] is between polls i-1 and i,
+// gaps[0] is 0). REQUIREs a completed flow of `polls` polls.
+std::pair<int64_t, std::vector<double>> completed_flow(Gateway& g, TokenStub& stub, size_t polls) {
+    Connect c = start_connect(g, "stub", true);
+    const auto code = c.child->wait(60s);
+    INFO("connect stdout: " << c.child->stdout_text() << "\nstderr: " << c.child->stderr_text()
+                            << "\ndaemon: " << g.daemon_log());
+    REQUIRE(code.has_value());
+    REQUIRE(*code == 0);
+    const json done = json::parse(c.child->stdout_text());
+    REQUIRE(done.at("status") == "complete");
+    const auto requests = stub.requests(k_device_code_grant);
+    REQUIRE(requests.size() == polls);
+    std::vector<double> gaps(polls, 0.0);
+    for (size_t i = 1; i < polls; ++i) {
+        gaps[i] = requests[i].at("time").get<double>() - requests[i - 1].at("time").get<double>();
+    }
+    for (const auto& poll : requests) {
+        CHECK(poll.at("form").value("device_code", "") == "stub-device-1");
+        CHECK(poll.at("form").value("client_id", "") == "stub-client");
+    }
+    return {done.at("interval").get<int64_t>(), gaps};
+}
+
+}  // namespace
+
 TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][device][stub]") {
     SECTION("slow_down adds 5 s to the interval for good") {
         TokenStub stub({.device_script = "pending,slow_down,pending,tokens"});
         Gateway g(stub_service(stub));
-        Connect c = start_connect(g, "stub", true);
-        const auto code = c.child->wait(60s);
-        INFO("connect stdout: " << c.child->stdout_text() << "\nstderr: " << c.child->stderr_text()
-                                << "\ndaemon: " << g.daemon_log());
-        REQUIRE(code.has_value());
-        REQUIRE(*code == 0);
-        const json done = json::parse(c.child->stdout_text());
-        CHECK(done.at("status") == "complete");
-        CHECK(done.at("interval") == 6);
-
-        const auto polls = stub.requests(k_device_code_grant);
-        REQUIRE(polls.size() == 4);
-        const auto gap = [&](size_t i) {
-            return polls[i].at("time").get<double>() - polls[i - 1].at("time").get<double>();
-        };
-        INFO("gaps " << gap(1) << " " << gap(2) << " " << gap(3));
-        CHECK(gap(2) >= 5.5);  // the poll after slow_down: 1 s + 5 s
-        CHECK(gap(3) >= 5.5);  // and the one after that: the change is permanent
-        for (const auto& poll : polls) {
-            CHECK(poll.at("form").value("device_code", "") == "stub-device-1");
-            CHECK(poll.at("form").value("client_id", "") == "stub-client");
-        }
+        const auto [interval, gaps] = completed_flow(g, stub, 4);
+        INFO("gaps " << gaps[1] << " " << gaps[2] << " " << gaps[3]);
+        CHECK(interval == 6);
+        CHECK(gaps[2] >= 5.5);  // the poll after slow_down: 1 s + 5 s
+        CHECK(gaps[3] >= 5.5);  // and the one after that: the change is permanent
         CHECK(g.call("GET", "/api/stub/resource").status == 200);
     }
     SECTION("a poll without a usable answer doubles the interval for good") {
         TokenStub stub({.device_script = "http500,http500,pending,tokens"});
         Gateway g(stub_service(stub));
-        Connect c = start_connect(g, "stub", true);
-        const auto code = c.child->wait(60s);
-        INFO("connect stdout: " << c.child->stdout_text() << "\nstderr: " << c.child->stderr_text()
-                                << "\ndaemon: " << g.daemon_log());
-        REQUIRE(code.has_value());
-        REQUIRE(*code == 0);
-        const json done = json::parse(c.child->stdout_text());
-        CHECK(done.at("status") == "complete");
-        CHECK(done.at("interval") == 4);
-
-        const auto polls = stub.requests(k_device_code_grant);
-        REQUIRE(polls.size() == 4);
-        const auto gap = [&](size_t i) {
-            return polls[i].at("time").get<double>() - polls[i - 1].at("time").get<double>();
-        };
-        INFO("gaps " << gap(1) << " " << gap(2) << " " << gap(3));
-        CHECK(gap(1) >= 1.8);  // after the first failure: 2 s
-        CHECK(gap(2) >= 3.6);  // after the second: 4 s
-        CHECK(gap(3) >= 3.6);  // a pending answer does not bring it back down
+        const auto [interval, gaps] = completed_flow(g, stub, 4);
+        INFO("gaps " << gaps[1] << " " << gaps[2] << " " << gaps[3]);
+        CHECK(interval == 4);
+        CHECK(gaps[1] >= 1.8);  // after the first failure: 2 s
+        CHECK(gaps[2] >= 3.6);  // after the second: 4 s
+        CHECK(gaps[3] >= 3.6);  // a pending answer does not bring it back down
     }
     SECTION("a reload that takes the service away ends the flow and is audited") {
         TokenStub stub({.device_script = "pending"});
