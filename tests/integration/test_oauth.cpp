@@ -303,6 +303,16 @@ Connect start_connect(const Gateway& g, const std::string& svc, bool json_output
     return c;
 }
 
+// Waits (30 s at most) for a started `connect` to end with `expected` as its exit status, and
+// returns what it wrote to stderr.
+std::string ended_with(Connect& c, int expected) {
+    const auto code = c.child->wait(30s);
+    INFO("connect stderr: " << c.child->stderr_text());
+    REQUIRE(code.has_value());
+    CHECK(*code == expected);
+    return c.child->stderr_text();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -833,11 +843,8 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         svc["id"] = "other";
         write_file(g.dir / "services.json", json{{"services", json::array({svc})}}.dump(2));
         REQUIRE(g.control("POST", "/v1/services/reload").status == 200);
-        const auto code = c.child->wait(30s);
-        INFO("connect stderr: " << c.child->stderr_text());
-        REQUIRE(code.has_value());
-        CHECK(*code == 1);
-        CHECK(contains(c.child->stderr_text(), "service stub is no longer an oauth2 service"));
+        const std::string err = ended_with(c, 1);
+        CHECK(contains(err, "service stub is no longer an oauth2 service"));
         const json audit = g.audit_entries("oauth.connect", 1);
         REQUIRE(audit.size() == 1);
         CHECK(audit[0].at("outcome") == "not_found");
@@ -861,11 +868,8 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         TokenStub stub({.device_script = "pending,denied"});
         Gateway g(stub_service(stub));
         Connect c = start_connect(g, "stub");
-        const auto code = c.child->wait(30s);
-        INFO("connect stderr: " << c.child->stderr_text());
-        REQUIRE(code.has_value());
-        CHECK(*code == 4);
-        CHECK(contains(c.child->stderr_text(), "agentgw: "));
+        const std::string err = ended_with(c, 4);
+        CHECK(contains(err, "agentgw: "));
         CHECK(g.credential("stub").is_null());
         const json audit = g.audit_entries("oauth.connect", 1);
         REQUIRE(audit.size() == 1);
@@ -875,22 +879,16 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         TokenStub stub({.device_script = "pending,expired"});
         Gateway g(stub_service(stub));
         Connect c = start_connect(g, "stub");
-        const auto code = c.child->wait(30s);
-        INFO("connect stderr: " << c.child->stderr_text());
-        REQUIRE(code.has_value());
-        CHECK(*code == 1);
-        CHECK(contains(c.child->stderr_text(), "expired"));
+        const std::string err = ended_with(c, 1);
+        CHECK(contains(err, "expired"));
         CHECK(g.credential("stub").is_null());
     }
     SECTION("another error while polling: the flow fails, connect exits 1") {
         TokenStub stub({.device_script = "pending,invalid_grant"});
         Gateway g(stub_service(stub));
         Connect c = start_connect(g, "stub");
-        const auto code = c.child->wait(30s);
-        INFO("connect stderr: " << c.child->stderr_text());
-        REQUIRE(code.has_value());
-        CHECK(*code == 1);
-        CHECK(contains(c.child->stderr_text(), "invalid_grant"));
+        const std::string err = ended_with(c, 1);
+        CHECK(contains(err, "invalid_grant"));
         CHECK(g.credential("stub").is_null());
     }
     SECTION("an error with a long description: the flow fails, connect exits 1") {
@@ -909,11 +907,8 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         TokenStub stub({.device_script = "pending", .expires_in = 3});
         Gateway g(stub_service(stub));
         Connect c = start_connect(g, "stub");
-        const auto code = c.child->wait(30s);
-        INFO("connect stderr: " << c.child->stderr_text());
-        REQUIRE(code.has_value());
-        CHECK(*code == 1);
-        CHECK(contains(c.child->stderr_text(), "expired"));
+        const std::string err = ended_with(c, 1);
+        CHECK(contains(err, "expired"));
         CHECK(stub.requests(k_device_code_grant).size() <= 3);
     }
 }
@@ -1087,12 +1082,9 @@ TEST_CASE("a token endpoint that quotes the secret it refuses does not make it l
         TokenStub stub({.device_script = "pending,quoting_invalid_grant"});
         Gateway g(stub_service(stub));
         Connect c = start_connect(g, "stub");
-        const auto code = c.child->wait(30s);
-        INFO("connect stderr: " << c.child->stderr_text());
-        REQUIRE(code.has_value());
-        CHECK(*code == 1);
-        CHECK(contains(c.child->stderr_text(), "Invalid token: [redacted]"));
-        CHECK_FALSE(contains(c.child->stderr_text(), "stub-device"));
+        const std::string err = ended_with(c, 1);
+        CHECK(contains(err, "Invalid token: [redacted]"));
+        CHECK_FALSE(contains(err, "stub-device"));
         CHECK_FALSE(contains(g.daemon_log(), "stub-device"));
     }
 }
