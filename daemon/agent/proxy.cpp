@@ -519,9 +519,7 @@ class ProxyExchange {
     // connection closes when there is one.
     asio::awaitable<bool> refuse(Response& res) {
         const bool keep_alive = ex_.parser.is_done() && ex_.parser.keep_alive();
-        finish_response(res, keep_alive);
-        audit(res.result_int(), std::string(res["Agentgw-Error"]), 0, 0);
-        co_return co_await write_whole(ex_.stream, res, ex_.limits.read_timeout) && keep_alive;
+        co_return co_await answer(res, keep_alive, 0);
     }
 
     // A gateway-made answer once the request was taken whole (its body read, or `bytes_in` of
@@ -702,11 +700,7 @@ class ProxyExchange {
         }
         if (body_error) {
             transfer.reset();
-            finish_response(*body_error, false);
-            audit(body_error->result_int(), std::string((*body_error)["Agentgw-Error"]), bytes_in,
-                  0);
-            co_await write_whole(ex_.stream, *body_error, ex_.limits.read_timeout);
-            co_return false;
+            co_return co_await answer(*body_error, false, bytes_in);
         }
         transfer->finish_body();
         const bool keep_alive = client_keep_alive && body_complete;
