@@ -145,6 +145,19 @@ TEST_CASE("a published blob is retrieved with every field", "[hub]") {
     CHECK(f.stored() == 2);
 }
 
+TEST_CASE("no data token begins with a dash", "[hub]") {
+    // A token is handed to `agentgw retrieve` as an argument, where a leading '-' would make
+    // it an option. One draw in 64 would begin so: 600 tokens all pass by chance 1 in 13000.
+    HubLimits limits;
+    limits.quota_blobs = 600;
+    Fixture f(limits);
+    for (int i = 0; i < 600; ++i) {
+        const std::string token = f.published(input("a1", "t", "x"));
+        REQUIRE(token.size() == 43);
+        REQUIRE(token.front() != '-');
+    }
+}
+
 TEST_CASE("a blob is served until its expiry and never at or after it", "[hub][ttl]") {
     Fixture f;
     const std::string reusable = f.published(input("a1", "r", "reusable-data", 10));
