@@ -1,5 +1,8 @@
 #include "daemon/agent/agent_api.hpp"
 
+#include <algorithm>
+
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/core/string.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
@@ -80,6 +83,41 @@ std::string_view peer_ip(const http::Peer& peer) {
     return colon == std::string_view::npos ? a : a.substr(0, colon);
 }
 
+// The key failed logins for `username` count against: a hash, so that the limiter holds a fixed
+// size per name however long the header an attacker sends.
+std::string login_user_key(std::string_view username) {
+    unsigned char digest[16];
+    crypto_generichash(digest, sizeof digest,
+                       reinterpret_cast<const unsigned char*>(username.data()), username.size(),
+                       nullptr, 0);
+    char hex[2 * sizeof digest + 1];
+    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    return std::string("login-user:") + hex;
+}
+
+// The key failed logins from `ip` count against. Any local process can connect from any address
+// in 127.0.0.0/8, and a host holds a whole /64 of IPv6, so each of those is one client address.
+std::string login_address_key(std::string_view ip) {
+    boost::system::error_code ec;
+    asio::ip::address address = asio::ip::make_address(std::string(ip), ec);
+    if (ec) {
+        return "login-addr:" + std::string(ip);
+    }
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+        address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    }
+    if (address.is_v4()) {
+        return address.is_loopback() ? "login-addr:127.0.0.0/8"
+                                     : "login-addr:" + address.to_string();
+    }
+    if (address.is_loopback()) {
+        return "login-addr:::1";
+    }
+    asio::ip::address_v6::bytes_type bytes = address.to_v6().to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);
+    return "login-addr:" + asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
 std::string agent_limit_key(const Agent& agent) {
     return "agent:" + agent.id;
 }
@@ -89,14 +127,8 @@ std::string service_limit_key(const Service& service) {
 }
 
 RateLimitState standing_limit(const AgentApiContext& ctx, const Agent& agent) {
-    // peek describes the state after one more request; this one is not counted.
-    RateLimitState s = ctx.limiter.peek(agent_limit_key(agent), agent.rate_limit.requests,
-                                        agent.rate_limit.window_secs);
-    if (s.allowed) {
-        s.remaining = std::min(s.limit, s.remaining + 1);
-    }
-    s.allowed = true;
-    return s;
+    return ctx.limiter.standing(agent_limit_key(agent), agent.rate_limit.requests,
+                                agent.rate_limit.window_secs);
 }
 
 std::variant<Agent, Response> authenticate(const AgentApiContext& ctx,
@@ -147,8 +179,8 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
         const std::string username(c.req["username"]);
         const std::string_view key = c.req["x-api-key"];
         const std::string address(peer_ip(c.peer));
-        const std::string user_key = "login-user:" + username;
-        const std::string addr_key = "login-addr:" + address;
+        const std::string user_key = login_user_key(username);
+        const std::string addr_key = login_address_key(address);
 
         const RateLimitState by_user =
             ctx.limiter.peek(user_key, k_login_failures_per_user, k_login_window_secs);

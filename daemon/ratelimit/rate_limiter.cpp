@@ -72,10 +72,22 @@ RateLimiter::Entry RateLimiter::rolled(Map::const_iterator it, int64_t now,
     if (start > e.start_ms + window_ms) {
         return Entry{window_ms, start, 0, 0};
     }
-    return e;  // the same window, or the wall clock stepped back: keep what is counted
+    return e;  // the same window
 }
 
-RateLimitState RateLimiter::state_of(const Entry& e, int64_t now, int64_t limit) {
+RateLimiter::Map::iterator RateLimiter::find(std::string_view key, int64_t now) {
+    const auto it = entries_.find(key);
+    if (it != entries_.end()) {
+        // The wall clock stepped back behind the entry's window: what is counted stays, but in
+        // the window that holds now. Left in the future, the entry would refuse for as long as
+        // the step while Retry-After promised a window or two.
+        const int64_t start = window_start(now, it->second.window_ms);
+        it->second.start_ms = std::min(it->second.start_ms, start);
+    }
+    return it;
+}
+
+RateLimitState RateLimiter::state_of(const Entry& e, int64_t now, int64_t limit, bool counting) {
     const int64_t w = e.window_ms;
     const int64_t elapsed = std::clamp<int64_t>(now - e.start_ms, 0, w - 1);
     // The estimate times w, in integers so that remaining and retry-after come out exact.
@@ -83,6 +95,12 @@ RateLimitState RateLimiter::state_of(const Entry& e, int64_t now, int64_t limit)
 
     RateLimitState s;
     s.limit = limit;
+    if (!counting) {
+        s.remaining = std::clamp<int64_t>((limit * w - used) / w, 0, std::max<int64_t>(limit, 0));
+        const int64_t reset_ms = e.cur > 0 ? 2 * w - elapsed : e.prev > 0 ? w - elapsed : 0;
+        s.reset_secs = ceil_secs(reset_ms);
+        return s;
+    }
     s.allowed = limit >= 1 && used + w <= limit * w;
     if (s.allowed) {
         s.remaining = (limit * w - used - w) / w;
@@ -108,21 +126,27 @@ void RateLimiter::count(Map::iterator it, std::string_view key, Entry e) {
     }
 }
 
-RateLimitState RateLimiter::peek(std::string_view key, int64_t limit, int64_t window_secs) const {
+RateLimitState RateLimiter::peek(std::string_view key, int64_t limit, int64_t window_secs) {
     const int64_t now = clock_.now_ms();
-    const Entry e = rolled(entries_.find(key), now, window_ms_of(window_secs));
+    const Entry e = rolled(find(key, now), now, window_ms_of(window_secs));
     return state_of(e, now, std::min(limit, k_max_count));
+}
+
+RateLimitState RateLimiter::standing(std::string_view key, int64_t limit, int64_t window_secs) {
+    const int64_t now = clock_.now_ms();
+    const Entry e = rolled(find(key, now), now, window_ms_of(window_secs));
+    return state_of(e, now, std::min(limit, k_max_count), false);
 }
 
 void RateLimiter::hit(std::string_view key, int64_t window_secs) {
     const int64_t now = clock_.now_ms();
-    const auto it = entries_.find(key);
+    const auto it = find(key, now);
     count(it, key, rolled(it, now, window_ms_of(window_secs)));
 }
 
 RateLimitState RateLimiter::acquire(std::string_view key, int64_t limit, int64_t window_secs) {
     const int64_t now = clock_.now_ms();
-    const auto it = entries_.find(key);
+    const auto it = find(key, now);
     const Entry e = rolled(it, now, window_ms_of(window_secs));
     const RateLimitState s = state_of(e, now, std::min(limit, k_max_count));
     if (s.allowed) {

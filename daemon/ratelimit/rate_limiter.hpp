@@ -57,7 +57,10 @@ class RateLimiter {
     // clamped to [1 s, 7 days] and limits to 2^30.
 
     // What a request against `key` would get now, without counting it.
-    RateLimitState peek(std::string_view key, int64_t limit, int64_t window_secs) const;
+    RateLimitState peek(std::string_view key, int64_t limit, int64_t window_secs);
+    // Where `key` stands now, for a response to a request that is not counted: `remaining` is
+    // what is left, `reset_secs` is 0 when nothing is counted, and `allowed` is always true.
+    RateLimitState standing(std::string_view key, int64_t limit, int64_t window_secs);
     // Counts one request against `key`. For a request several limits apply to: peek each, and
     // if every one allows it, hit each.
     void hit(std::string_view key, int64_t window_secs);
@@ -86,10 +89,15 @@ class RateLimiter {
     };
     using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
 
+    // The entry of `key` (or end()), moved back into the window that holds `now` if the wall
+    // clock stepped back behind it.
+    Map::iterator find(std::string_view key, int64_t now);
     // The entry at `it` (a fresh one for end()) moved forward to `now`, for windows of `window_ms`.
     Entry rolled(Map::const_iterator it, int64_t now, int64_t window_ms) const;
-    // What a request gets against the rolled entry `e`.
-    static RateLimitState state_of(const Entry& e, int64_t now, int64_t limit);
+    // What a request gets against the rolled entry `e`; with `counting` false, where the key
+    // stands without one.
+    static RateLimitState state_of(const Entry& e, int64_t now, int64_t limit,
+                                   bool counting = true);
     // Counts one request in `e`, the rolled entry of `key`, and stores it at `it` (or anew).
     void count(Map::iterator it, std::string_view key, Entry e);
 

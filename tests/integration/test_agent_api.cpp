@@ -101,8 +101,11 @@ struct Gateway {
         ok({"credential", "set", service}, secret + "\n");
     }
 
-    HttpReply login(const std::string& name, const std::string& key) const {
-        return http_request("POST", url + "/login", {}, {"x-api-key: " + key, "username: " + name});
+    // From `source` (an address in 127.0.0.0/8) when given.
+    HttpReply login(const std::string& name, const std::string& key,
+                    const std::string& source = {}) const {
+        return http_request("POST", url + "/login", {}, {"x-api-key: " + key, "username: " + name},
+                            {}, source);
     }
 
     HttpReply get(const std::string& path, const std::vector<std::string>& headers = {}) const {
@@ -524,11 +527,13 @@ TEST_CASE("failed logins are limited per client address", "[agent_api][login][ra
     g.user("alice");
     const std::string key = g.agent("alice", "worker", {"svc"});
 
-    // 49 failures spread over ten names, none of which reaches its own limit of 10.
+    // 49 failures spread over ten names, none of which reaches its own limit of 10, and over
+    // addresses of 127.0.0.0/8, which any local process may connect from: all one client.
     for (int i = 0; i < 49; ++i) {
+        const std::string source = "127.0." + std::to_string(i % 7) + "." + std::to_string(i + 1);
         const HttpReply r =
-            g.login("ghost-" + std::to_string(i % 10), "agw_" + std::string(43, 'Z'));
-        INFO("failure " << i + 1);
+            g.login("ghost-" + std::to_string(i % 10), "agw_" + std::string(43, 'Z'), source);
+        INFO("failure " << i + 1 << " from " << source << ": " << r.error);
         REQUIRE(r.status == 401);
     }
     CHECK(g.login("worker", key).status == 200);  // a success does not count
@@ -540,6 +545,7 @@ TEST_CASE("failed logins are limited per client address", "[agent_api][login][ra
     CHECK(header(limited, "ratelimit-limit") == "50");
     CHECK(header(limited, "ratelimit-remaining") == "0");
     check_error(g.login("never-seen", "agw_" + std::string(43, 'Y')), 429, "rate_limit_exceeded");
+    check_error(g.login("worker", key, "127.200.1.2"), 429, "rate_limit_exceeded");
 }
 
 TEST_CASE("GET /healthz and GET /metrics", "[agent_api][metrics]") {
@@ -623,8 +629,10 @@ TEST_CASE("GET /api lists the calling agent's services only", "[agent_api][disco
     INFO(r.body);
     REQUIRE(r.status == 200);
     CHECK(contains(header(r, "content-type"), "application/json"));
+    // Discovery is not counted, and the agent has made no counted call: nothing to reset.
     CHECK_FALSE(header(r, "ratelimit-limit").empty());
-    CHECK_FALSE(header(r, "ratelimit-remaining").empty());
+    CHECK(header(r, "ratelimit-remaining") == header(r, "ratelimit-limit"));
+    CHECK(header(r, "ratelimit-reset") == "0");
     const json doc = parsed(r.body);
     REQUIRE(doc.is_object());
     CHECK(doc.size() == 2);

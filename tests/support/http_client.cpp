@@ -83,7 +83,8 @@ UnansweredPort::UnansweredPort() {
 }
 
 HttpReply http_request(const std::string& method, const std::string& url, const std::string& body,
-                       const std::vector<std::string>& headers, const std::string& unix_socket) {
+                       const std::vector<std::string>& headers, const std::string& unix_socket,
+                       const std::string& source_address) {
     HttpReply reply;
     CURL* c = curl_easy_init();
     curl_slist* list = nullptr;
@@ -102,6 +103,10 @@ HttpReply http_request(const std::string& method, const std::string& url, const 
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &reply);
     if (!unix_socket.empty()) {
         curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_socket.c_str());
+    }
+    const std::string interface = "host!" + source_address;
+    if (!source_address.empty()) {
+        curl_easy_setopt(c, CURLOPT_INTERFACE, interface.c_str());
     }
     if (!body.empty()) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());

@@ -55,8 +55,9 @@ class UnansweredPort {
     uint16_t port_ = 0;
 };
 
+// `source_address`, when given, is the local address the connection is made from.
 HttpReply http_request(const std::string& method, const std::string& url,
                        const std::string& body = {}, const std::vector<std::string>& headers = {},
-                       const std::string& unix_socket = {});
+                       const std::string& unix_socket = {}, const std::string& source_address = {});
 
 }  // namespace agentgw::test

@@ -112,6 +112,49 @@ TEST_CASE("RateLimit-Reset is the time until the limit has fully reset") {
     CHECK(rl.peek("agent:a", 5, k_window).remaining == 4);
 }
 
+TEST_CASE("standing describes a key without counting a request") {
+    FakeClock clock;
+    RateLimiter rl(clock);
+    const auto fresh = rl.standing("agent:a", 5, k_window);
+    CHECK(fresh.allowed);
+    CHECK(fresh.remaining == 5);
+    CHECK(fresh.reset_secs == 0);  // nothing is counted
+    CHECK(rl.size() == 0);
+
+    clock.advance_ms(1500);
+    REQUIRE(rl.acquire("agent:a", 5, k_window).allowed);
+    const auto one = rl.standing("agent:a", 5, k_window);
+    CHECK(one.remaining == 4);
+    CHECK(one.reset_secs == 2 * k_window - 1);
+    CHECK(rl.peek("agent:a", 5, k_window).remaining == 3);  // standing counted nothing
+
+    clock.advance_secs(k_window);  // only the previous window holds the request
+    const auto slid = rl.standing("agent:a", 5, k_window);
+    CHECK(slid.remaining == 4);
+    CHECK(slid.reset_secs == k_window - 1);
+
+    for (int i = 0; i < 4; ++i) {
+        REQUIRE(rl.acquire("agent:a", 5, k_window).allowed);
+    }
+    const auto spent = rl.standing("agent:a", 5, k_window);
+    CHECK(spent.allowed);
+    CHECK(spent.remaining == 0);
+    CHECK(spent.retry_after_secs == 0);
+    CHECK(rl.standing("agent:a", 0, k_window).remaining == 0);
+}
+
+TEST_CASE("a wall clock stepped back keeps the counts and the promised wait") {
+    FakeClock clock;
+    RateLimiter rl(clock);
+    CHECK(burst(rl, "agent:a", k_limit, k_window, k_limit + 1) == k_limit);
+    clock.advance_secs(-3600);  // the clock is set back an hour
+    const auto refused = rl.peek("agent:a", k_limit, k_window);
+    REQUIRE_FALSE(refused.allowed);  // what was counted still counts
+    REQUIRE(refused.retry_after_secs <= 2 * k_window);
+    clock.advance_secs(refused.retry_after_secs);
+    CHECK(rl.peek("agent:a", k_limit, k_window).allowed);  // as Retry-After said
+}
+
 TEST_CASE("keys are independent") {
     FakeClock clock;
     RateLimiter rl(clock);
