@@ -56,9 +56,12 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.set_version_flag("--version", k_version);
     // Later values win, so that the environment (placed before argv below) yields to flags.
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    auto* config_option =
-        app.set_config("--config", fs::exists(k_default_config) ? k_default_config : "",
-                       "Read settings from this file (keys are the long option names)");
+    // The default file is required when it exists: one the daemon cannot read is an error, not
+    // a reason to run on defaults.
+    const bool default_config = fs::exists(k_default_config);
+    auto* config_option = app.set_config(
+        "--config", default_config ? k_default_config : "",
+        "Read settings from this file (keys are the long option names)", default_config);
     app.allow_config_extras(CLI::config_extras_mode::error);
     app.add_option("--state-dir", c.state_dir, "Directory holding the vault and master key");
     app.add_option("--socket", c.socket_path, "Control socket path");

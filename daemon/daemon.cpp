@@ -8,6 +8,8 @@
 #include <functional>
 #include <iostream>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -54,6 +56,14 @@ namespace fs = std::filesystem;
 using verb = http::beast_http::verb;
 
 namespace {
+
+// SIG_BLOCK or SIG_UNBLOCK SIGHUP for the calling thread.
+void set_sighup_mask(int how) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(how, &set, nullptr);
+}
 
 // "127.0.0.1:3000" or "[::1]:3000" as an endpoint.
 Result<asio::ip::tcp::endpoint> parse_listen(const std::string& text) {
@@ -486,6 +496,19 @@ int run_daemon(DaemonConfig config) {
         return fmt::format("READY=1\nSTATUS=agent API on {}, {} service(s){}", agent_api,
                            state.at("services").get<size_t>(), failed);
     };
+    // Every reload after the first, from SIGHUP or the control socket, is logged and shown in
+    // the status systemd reports.
+    services.on_reload([&](std::string_view trigger, const Status& reloaded) {
+        if (reloaded) {
+            spdlog::info("{}: loaded {} service(s) from {}", trigger,
+                         services.current()->services().size(),
+                         services.file().empty() ? std::string("(no services file)")
+                                                 : services.file().string());
+        } else {
+            spdlog::error("{}: {}; keeping the old services", trigger, reloaded.error().message);
+        }
+        notifier.notify(ready_status());
+    });
 
     // The watchdog is fed from the event loop itself: if the loop hangs, systemd notices.
     asio::steady_timer watchdog_timer(ioc);
@@ -512,21 +535,11 @@ int run_daemon(DaemonConfig config) {
                 const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::steady_clock::now().time_since_epoch());
                 notifier.notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}", now.count()));
-                const Status reloaded = services.reload();
-                if (reloaded) {
-                    spdlog::info("received SIGHUP: loaded {} service(s) from {}",
-                                 services.current()->services().size(),
-                                 services.file().empty() ? std::string("(no services file)")
-                                                         : services.file().string());
-                } else {
-                    spdlog::error("received SIGHUP: {}; keeping the old services",
-                                  reloaded.error().message);
-                }
+                const Status reloaded = services.reload("received SIGHUP");
                 audit.record({"system", "services.reload", "services",
                               reloaded ? "ok" : "bad_request",
                               reloaded ? nlohmann::json::object()
                                        : nlohmann::json{{"message", reloaded.error().message}}});
-                notifier.notify(ready_status());
                 signals.async_wait(on_signal);
                 return;
             }
@@ -563,6 +576,7 @@ int run_daemon(DaemonConfig config) {
             });
         };
     signals.async_wait(on_signal);
+    set_sighup_mask(SIG_UNBLOCK);  // a SIGHUP that came during startup is handled now
 
     spdlog::info("agentgwd {} ready: agent API on http://{}, control socket {}, state {}",
                  k_version, agent_api, config.socket_path.string(), config.state_dir.string());
@@ -630,6 +644,12 @@ int daemon_main(int argc, const char* const* argv) {
         DaemonInvocation inv = parse_daemon_args(argc, argv);
         if (inv.action == DaemonInvocation::Action::exit) {
             return inv.exit_code;
+        }
+        if (inv.action == DaemonInvocation::Action::run) {
+            // A SIGHUP (a reload) sent while the daemon starts waits until it can be acted on,
+            // instead of killing the daemon. Blocked before any thread starts, so that every
+            // thread inherits the mask; run_daemon unblocks it on this one.
+            set_sighup_mask(SIG_BLOCK);
         }
         setup_logging("agentgwd", inv.config.log_level);
         return inv.action == DaemonInvocation::Action::rekey ? rekey_vault(inv)

@@ -24,23 +24,26 @@ using verb = http::beast_http::verb;
 
 // ---- ServiceDirectory --------------------------------------------------------------------
 
-Status ServiceDirectory::reload() {
+Status ServiceDirectory::reload(std::string_view trigger) {
+    Status outcome;
     if (file_.empty()) {
         std::lock_guard lk(mutex_);
         loaded_at_ = clock_.now_secs();
-        return {};
-    }
-    auto catalog = ServiceCatalog::load(file_);
-    std::lock_guard lk(mutex_);
-    if (!catalog) {
+    } else if (auto catalog = ServiceCatalog::load(file_); !catalog) {
+        std::lock_guard lk(mutex_);
         last_error_ = catalog.error().message;
         last_error_at_ = clock_.now_secs();
-        return catalog.error();
+        outcome = catalog.error();
+    } else {
+        std::lock_guard lk(mutex_);
+        catalog_ = std::make_shared<const ServiceCatalog>(std::move(*catalog));
+        loaded_at_ = clock_.now_secs();
+        last_error_.reset();
     }
-    catalog_ = std::make_shared<const ServiceCatalog>(std::move(*catalog));
-    loaded_at_ = clock_.now_secs();
-    last_error_.reset();
-    return {};
+    if (observer_) {
+        observer_(trigger, outcome);
+    }
+    return outcome;
 }
 
 json ServiceDirectory::state() const {
@@ -910,7 +913,7 @@ void add_service_status_audit_routes(http::Router& r, ControlContext& cc) {
 
     r.add(verb::post, "/v1/services/reload",
           action_route(cc, "services.reload", [&](Ctx&) -> asio::awaitable<Result<Done>> {
-              if (auto s = cc.services.reload(); !s) {
+              if (auto s = cc.services.reload("reload requested on the control socket"); !s) {
                   co_return make_error(Code::invalid_argument, s.error().message);
               }
               const size_t n = cc.services.current()->services().size();

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <boost/asio/any_io_executor.hpp>
 
@@ -33,8 +34,14 @@ class ServiceDirectory {
     ServiceDirectory(std::filesystem::path file, const Clock& clock)
         : file_(std::move(file)), clock_(clock) {}
     // Loads the file (no file configured: no services). On failure the old services stay,
-    // and the failure is kept for state() until a reload succeeds.
-    Status reload();
+    // and the failure is kept for state() until a reload succeeds. `trigger` says what asked
+    // for the reload ("received SIGHUP"), for the observer.
+    Status reload(std::string_view trigger = {});
+    // Called after each reload (not under the lock) with its trigger and outcome: the daemon
+    // logs it and updates the status it reports to systemd. Set before requests are served.
+    void on_reload(std::function<void(std::string_view trigger, const Status&)> observer) {
+        observer_ = std::move(observer);
+    }
     std::shared_ptr<const ServiceCatalog> current() const;
     const std::filesystem::path& file() const noexcept { return file_; }
     // {file, services, loaded_at, last_error?, last_error_at?} for the status report.
@@ -48,6 +55,7 @@ class ServiceDirectory {
     int64_t loaded_at_ = 0;  // Unix seconds of the last successful load
     std::optional<std::string> last_error_;
     int64_t last_error_at_ = 0;
+    std::function<void(std::string_view, const Status&)> observer_;
 };
 
 struct ControlContext {

@@ -20,10 +20,17 @@ Result<MasterSecret> resolve_master_secret(const DaemonConfig& config,
     const bool wants_passphrase = existing && existing->kind == MasterKind::passphrase;
     const char* credentials = std::getenv("CREDENTIALS_DIRECTORY");
     if (credentials != nullptr && *credentials != '\0') {
-        const fs::path dir(credentials);
-        const fs::path file = dir / (wants_passphrase ? "passphrase" : "master.key");
-        if (fs::exists(file)) {
-            return wants_passphrase ? load_passphrase_file(file) : load_key_file(file);
+        const fs::path key = fs::path(credentials) / "master.key";
+        const fs::path passphrase = fs::path(credentials) / "passphrase";
+        if (wants_passphrase) {
+            if (fs::exists(passphrase)) {
+                return load_passphrase_file(passphrase);
+            }
+        } else if (fs::exists(key)) {
+            return load_key_file(key);
+        } else if (!existing && fs::exists(passphrase)) {
+            // A new vault, and the credential given is a passphrase: the vault is made with it.
+            return load_passphrase_file(passphrase);
         }
     }
     if (wants_passphrase) {

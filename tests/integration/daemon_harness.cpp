@@ -28,8 +28,12 @@ RunningDaemon start_daemon(const std::vector<std::string>& args,
                            const std::optional<std::string>& stdin_data) {
     std::vector<std::string> argv = {AGENTGWD_PATH};
     argv.insert(argv.end(), args.begin(), args.end());
+    return await_ready(std::make_unique<Child>(argv, env, stdin_data));
+}
+
+RunningDaemon await_ready(std::unique_ptr<Child> child) {
     RunningDaemon d;
-    d.child = std::make_unique<Child>(argv, env, stdin_data);
+    d.child = std::move(child);
     const auto ready = d.child->wait_for_stderr("ready:", 30s);
     INFO("agentgwd stderr: " << d.child->stderr_text());
     REQUIRE(ready.has_value());

@@ -39,6 +39,9 @@ RunningDaemon start_daemon(const std::vector<std::string>& args,
                            const std::map<std::string, std::optional<std::string>>& env = {},
                            const std::optional<std::string>& stdin_data = std::nullopt);
 
+// Waits for the ready line of an agentgwd started as `child`, as start_daemon does.
+RunningDaemon await_ready(std::unique_ptr<Child> child);
+
 // The path given to --socket in `args`.
 std::filesystem::path socket_in(const std::vector<std::string>& args);
 

@@ -24,6 +24,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The whole command line of an agentgwd living in `dir`, for running it without start_daemon.
+std::vector<std::string> agentgwd_argv(const TempDir& dir,
+                                       const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {AGENTGWD_PATH};
+    for (const auto& a : daemon_args(dir, extra)) {
+        argv.push_back(a);
+    }
+    return argv;
+}
+
 // A TCP connection to the listener at `base_url` ("http://ADDRESS:PORT").
 agentgw::UniqueFd connect_tcp(const std::string& base_url) {
     std::smatch m;
@@ -153,10 +163,8 @@ TEST_CASE("a wrong master key is refused in one line and changes nothing", "[dae
     write_file(dir / "wrong.key", std::string(64, 'f') + "\n");
     const auto before = hash_tree(dir / "state");
 
-    std::vector<std::string> argv = {AGENTGWD_PATH};
-    for (const auto& a : daemon_args(dir, {"--key-file", (dir / "wrong.key").string()})) {
-        argv.push_back(a);
-    }
+    std::vector<std::string> argv =
+        agentgwd_argv(dir, {"--key-file", (dir / "wrong.key").string()});
     const auto r = run(argv);
     CHECK(r.code == 1);
     INFO(r.err);
@@ -219,10 +227,7 @@ TEST_CASE("a control socket directory looser than 0750 is refused", "[daemon]") 
     TempDir dir;
     fs::create_directory(dir / "run");
     fs::permissions(dir / "run", fs::perms(0777));
-    std::vector<std::string> argv = {AGENTGWD_PATH};
-    for (const auto& a : daemon_args(dir)) {
-        argv.push_back(a);
-    }
+    std::vector<std::string> argv = agentgwd_argv(dir);
     const auto r = run(argv);
     CHECK(r.code == 1);
     CHECK(r.err.find("0777") != std::string::npos);
@@ -390,10 +395,7 @@ TEST_CASE("a passphrase-protected vault unlocks from standard input", "[daemon]"
         d.child->signal(SIGTERM);
         REQUIRE(d.child->wait(15s) == 0);
     }
-    std::vector<std::string> argv = {AGENTGWD_PATH};
-    for (const auto& a : daemon_args(dir, {"--passphrase-file", "-"})) {
-        argv.push_back(a);
-    }
+    std::vector<std::string> argv = agentgwd_argv(dir, {"--passphrase-file", "-"});
     const auto wrong = run(argv, {}, std::string("open says me\n"));
     CHECK(wrong.code == 1);
     CHECK(count_lines(wrong.err) == 1);
@@ -440,6 +442,40 @@ TEST_CASE("SIGHUP does not stop the daemon", "[daemon]") {
     auto d = start_daemon(daemon_args(dir));
     d.child->signal(SIGHUP);
     REQUIRE(d.child->wait_for_stderr("SIGHUP").has_value());
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+    d.child->signal(SIGTERM);
+    CHECK(d.child->wait(15s) == 0);
+}
+
+TEST_CASE("a SIGHUP during startup waits for the daemon instead of killing it", "[daemon]") {
+    // A new passphrase-protected vault: deriving its key (Argon2id, 256 MiB) keeps the daemon
+    // starting for long enough to be caught at it.
+    TempDir dir;
+    std::vector<std::string> argv = agentgwd_argv(dir, {"--passphrase-file", "-"});
+    auto child = std::make_unique<Child>(argv, std::map<std::string, std::optional<std::string>>{},
+                                         std::string("open sesame\n"));
+
+    // Once the daemon holds SIGHUP back (it does so first thing), a reload request comes.
+    const auto holds_hup = [&] {
+        const std::string status = read_file("/proc/" + std::to_string(child->pid()) + "/status");
+        std::smatch m;
+        return std::regex_search(status, m, std::regex("\\nSigBlk:\\s*([0-9a-f]+)")) &&
+               (std::stoull(m[1], nullptr, 16) & (1ULL << (SIGHUP - 1))) != 0;
+    };
+    bool held = false;
+    for (int i = 0; i < 2000 && !held; ++i) {
+        held = holds_hup();
+        if (!held) {
+            std::this_thread::sleep_for(5ms);
+        }
+    }
+    INFO("agentgwd stderr: " << child->stderr_text());
+    REQUIRE(held);
+    child->signal(SIGHUP);
+
+    // The daemon comes up, and then does the reload.
+    auto d = await_ready(std::move(child));
+    CHECK(d.child->wait_for_stderr("received SIGHUP").has_value());
     CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
     d.child->signal(SIGTERM);
     CHECK(d.child->wait(15s) == 0);
@@ -501,28 +537,47 @@ TEST_CASE("a control-socket peer of another uid is answered 403", "[daemon][cli]
     CHECK(d.child->wait_for_stderr("refusing control connection from uid 65534").has_value());
 }
 
-TEST_CASE("the master key comes from $CREDENTIALS_DIRECTORY when present", "[daemon]") {
-    TempDir dir;
+namespace {
+
+// Makes the vault in `dir` with the credential `name` holding `secret`, in dir/creds (as
+// systemd's LoadCredential= passes it), and checks no key was generated beside it; returns
+// the environment that passes the credential.
+std::map<std::string, std::optional<std::string>> first_start_with_credential(
+    const TempDir& dir, const std::string& name, const std::string& secret) {
     fs::create_directory(dir / "creds");
-    write_file(dir / "creds" / "master.key", std::string(64, 'c'));
+    write_file(dir / "creds" / name, secret);
     const std::map<std::string, std::optional<std::string>> env = {
         {"CREDENTIALS_DIRECTORY", (dir / "creds").string()}};
-    {
-        auto d = start_daemon(daemon_args(dir), env);
-        CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
-        d.child->signal(SIGTERM);
-        REQUIRE(d.child->wait(15s) == 0);
-    }
+    auto d = start_daemon(daemon_args(dir), env);
+    CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
+    d.child->signal(SIGTERM);
+    REQUIRE(d.child->wait(15s) == 0);
+    return env;
+}
+
+}  // namespace
+
+TEST_CASE("the master key comes from $CREDENTIALS_DIRECTORY when present", "[daemon]") {
+    TempDir dir;
+    const auto env = first_start_with_credential(dir, "master.key", std::string(64, 'c'));
     // The vault is bound to that key: without it the daemon refuses and generates nothing.
-    std::vector<std::string> argv = {AGENTGWD_PATH};
-    for (const auto& a : daemon_args(dir)) {
-        argv.push_back(a);
-    }
-    const auto r = run(argv);
+    const auto r = run(agentgwd_argv(dir));
     CHECK(r.code == 1);
     CHECK(r.err.find("needs its master key") != std::string::npos);
     CHECK_FALSE(fs::exists(dir / "state" / "master.key"));
     auto d = start_daemon(daemon_args(dir), env);
+    CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+}
+
+TEST_CASE("a new vault takes a passphrase from $CREDENTIALS_DIRECTORY", "[daemon]") {
+    TempDir dir;
+    first_start_with_credential(dir, "passphrase", "credential store passphrase\n");
+    // The vault is protected by that passphrase, and by nothing generated next to it.
+    const auto r = run(agentgwd_argv(dir));
+    CHECK(r.code == 1);
+    CHECK(r.err.find("protected by a passphrase") != std::string::npos);
+    auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
+                          std::string("credential store passphrase\n"));
     CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
 }
 
@@ -539,10 +594,7 @@ TEST_CASE("rekey from one passphrase to another reads current, then new", "[daem
                        {}, std::string("old passphrase\nnew passphrase\n"));
     INFO(r.err);
     REQUIRE(r.code == 0);
-    std::vector<std::string> argv = {AGENTGWD_PATH};
-    for (const auto& a : daemon_args(dir, {"--passphrase-file", "-"})) {
-        argv.push_back(a);
-    }
+    std::vector<std::string> argv = agentgwd_argv(dir, {"--passphrase-file", "-"});
     CHECK(run(argv, {}, std::string("old passphrase\n")).code == 1);
     auto d = start_daemon(daemon_args(dir, {"--passphrase-file", "-"}), {},
                           std::string("new passphrase\n"));
@@ -598,12 +650,7 @@ TEST_CASE("agentgwd keeps its memory from the user's other processes and out of 
         }
         TempDir dir;
         REQUIRE(::chown(dir.path().c_str(), 65534, 65534) == 0);
-        Child daemon(nobody([&] {
-            std::vector<std::string> argv = {AGENTGWD_PATH};
-            const auto args = daemon_args(dir);
-            argv.insert(argv.end(), args.begin(), args.end());
-            return argv;
-        }()));
+        Child daemon(nobody(agentgwd_argv(dir)));
         INFO("agentgwd stderr: " << daemon.stderr_text());
         REQUIRE(daemon.wait_for_stderr("ready:", 30s));
 

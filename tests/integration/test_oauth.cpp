@@ -462,9 +462,10 @@ TEST_CASE("requests waiting for a slow refresh wait idle", "[oauth][refresh][con
     }
     CHECK(stub.requests("refresh_token").size() == 1);
     // Twenty proxied requests cost the daemon a few milliseconds; waiting must cost nothing
-    // (a busy wait would burn a core for the whole 2 s).
+    // (a busy wait would burn a core for the whole 2 s). The bound leaves room for a sanitizer
+    // build on a loaded machine.
     INFO("daemon CPU time while the refresh ran: " << cpu_used << " s");
-    CHECK(cpu_used < 0.5);
+    CHECK(cpu_used < 1.0);
 }
 
 TEST_CASE("a rotated refresh token replaces the old one, which is never sent again",
@@ -1021,13 +1022,13 @@ TEST_CASE("an access token with a line break in it is never sent", "[oauth][stub
 
 TEST_CASE("SIGTERM ends the daemon while a device flow's poll is under way",
           "[oauth][device][stub]") {
-    // Polls every 5 s; the token endpoint takes 3 s to answer the first one.
-    TokenStub stub({.device_script = "slow_pending", .interval = 5});
+    // Polls every 8 s; the token endpoint takes 3 s to answer the first one.
+    TokenStub stub({.device_script = "slow_pending", .interval = 8});
     Gateway g(stub_service(stub));
     const HttpReply started =
         g.control("POST", "/v1/oauth/device", json{{"service", "stub"}, {"user", "alice"}}.dump());
     REQUIRE(started.status / 100 == 2);
-    REQUIRE(wait_until([&] { return !stub.requests(k_device_code_grant).empty(); }, 15s));
+    REQUIRE(wait_until([&] { return !stub.requests(k_device_code_grant).empty(); }, 25s));
 
     const auto start = SteadyClock::now();
     g.daemon.child->signal(SIGTERM);
@@ -1036,8 +1037,8 @@ TEST_CASE("SIGTERM ends the daemon while a device flow's poll is under way",
     INFO("daemon: " << g.daemon_log());
     REQUIRE(code.has_value());
     CHECK(*code == 0);
-    // The poll under way may finish (3 s at most), but no new 5 s wait begins after it.
-    CHECK(took < 4.5);
+    // The poll under way may finish (3 s at most), but no new 8 s wait begins after it.
+    CHECK(took < 7.0);
 }
 
 TEST_CASE("an upstream 401 for a credential marked reauth_required is passed back",

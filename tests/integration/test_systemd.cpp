@@ -217,6 +217,38 @@ TEST_CASE("under NOTIFY_SOCKET agentgwd reports ready, reloads, stopping and fee
     CHECK(d.child->wait(15s) == 0);
 }
 
+TEST_CASE("a reload through the control socket is logged and shown in the STATUS line",
+          "[systemd][reload]") {
+    TempDir dir;
+    NotifySocket notify(dir / "notify");
+    const fs::path services_file = dir / "services.json";
+    write_services(services_file, json::array({service("alpha", "http://127.0.0.1:9")}));
+    auto d = start_daemon(daemon_args(dir, {"--services", services_file.string()}),
+                          {{"NOTIFY_SOCKET", notify.path().string()}});
+    REQUIRE(notify.wait_for("READY=1"));
+    const std::string socket = d.socket.string();
+
+    write_file(services_file, R"({"services": [{"id": "alpha"}]})");
+    CHECK(cli(socket, {"service", "reload"}).code != 0);
+    const auto failed = notify.wait_for("READY=1");
+    REQUIRE(failed);
+    CHECK(failed->find("1 service(s); services reload failed: ") != std::string::npos);
+    CHECK(failed->find(services_file.string()) != std::string::npos);
+    CHECK(wait_for_log_count(*d.child, "keeping the old services", 1));
+
+    write_services(services_file, json::array({service("alpha", "http://127.0.0.1:9"),
+                                               service("beta", "http://127.0.0.1:9")}));
+    CHECK(ok(socket, {"service", "reload"}).at("services") == 2);
+    const auto mended = notify.wait_for("READY=1");
+    REQUIRE(mended);
+    CHECK(mended->find("2 service(s)") != std::string::npos);
+    CHECK(mended->find("failed") == std::string::npos);
+    CHECK(wait_for_log_count(*d.child, "loaded 2 service(s)", 1));
+
+    d.child->signal(SIGTERM);
+    CHECK(d.child->wait(15s) == 0);
+}
+
 TEST_CASE("the watchdog is not fed for another process's WATCHDOG_PID", "[systemd]") {
     TempDir dir;
     NotifySocket notify(dir / "notify");
