@@ -22,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/crypto/secure_buffer.hpp"
+#include "daemon/util/redactor.hpp"
 
 namespace agentgw {
 
@@ -301,13 +302,18 @@ constexpr Stage k_stages[] = {parse_target, authenticate_caller, find_service,
 // ---------------------------------------------------------------------------------------------
 // Forwarding
 
+// The secret of `cred` that the bearer, header and query types send.
+const std::string& injected_secret(const ResolvedCredential& cred) {
+    return cred.secret.empty() ? cred.access_token : cred.secret;
+}
+
 // Adds the credential to `up` as the service says; an error answer when the stored credential
 // cannot serve that injection type.
 std::optional<Response> inject(const Call& call, int64_t now_secs, upstream::UpstreamRequest& up,
                                std::string& query) {
     const Service& service = *call.service;
     const ResolvedCredential& cred = *call.credential;
-    const std::string& token = cred.secret.empty() ? cred.access_token : cred.secret;
+    const std::string& token = injected_secret(cred);
     auto unusable = [&](std::string_view why) {
         return http::error_response(
             HttpStatus::bad_gateway, "upstream_error",
@@ -574,6 +580,10 @@ class ProxyExchange {
         up.headers.resize(injected_at);
         std::string query = call_.query;
         auto refusal = inject(call_, ctx_.registry.clock().now_secs(), up, query);
+        echoed_.clear();
+        if (!refusal && call_.service->auth.type == AuthSpec::Type::query) {
+            echoed_.add(injected_secret(*call_.credential));  // see redact_echoed()
+        }
         call_.credential.reset();
         if (!refusal) {
             wipe(up.url);
@@ -759,6 +769,25 @@ class ProxyExchange {
         co_return co_await relay(*transfer, keep_alive, bytes_in);
     }
 
+    // An upstream may write its URL back into a header field (Location, Content-Location,
+    // Link), and with it a secret injected into the query, which the agent must not see:
+    // every such value is redacted, the fields keeping their order.
+    void redact_echoed(beast_http::fields& fields) const {
+        if (echoed_.empty() || std::none_of(fields.begin(), fields.end(), [&](const auto& f) {
+                return echoed_.found_in(f.value());
+            })) {
+            return;
+        }
+        std::vector<std::pair<std::string, std::string>> all;
+        for (const auto& f : fields) {
+            all.emplace_back(f.name_string(), echoed_.apply(f.value()));
+        }
+        fields.clear();
+        for (const auto& [name, value] : all) {
+            fields.insert(name, value);
+        }
+    }
+
     // The upstream's answer, streamed to the agent as it arrives.
     asio::awaitable<bool> relay(upstream::Transfer& transfer, bool keep_alive, uint64_t bytes_in) {
         upstream::ResponseHead& head = transfer.head();
@@ -768,6 +797,7 @@ class ProxyExchange {
             beast_http::response_header<>(std::move(head.headers))};
         res.version(11);
         res.result(status);
+        redact_echoed(res);
         std::string connection;
         for (auto [it, end] = res.equal_range(beast_http::field::connection); it != end; ++it) {
             connection.append(it->value()).append(",");
@@ -915,6 +945,7 @@ class ProxyExchange {
     double latency_ms_ = 0;
     bool retried_ = false;               // the one retry after an upstream 401 has been made
     std::optional<std::string> replay_;  // the request body again, for that retry
+    Redactor echoed_;  // a query-injected secret, to keep out of the answer's header fields
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "common/utf8.hpp"
 #include "daemon/crypto/secure_buffer.hpp"
+#include "daemon/util/redactor.hpp"
 
 namespace agentgw::oauth {
 
@@ -138,43 +139,16 @@ int64_t seconds_of(const nlohmann::json& body, const char* name, int64_t fallbac
 
 namespace {
 
-// `text` with every occurrence of a secret value of `sent`, as sent (form-encoded) or decoded,
-// replaced by "[redacted]", in one pass over `text`: what one replacement wrote is never
-// searched again (a short secret could be found inside an earlier mark).
+// `text` with every secret value of `sent`, as sent (form-encoded) or decoded, replaced by
+// "[redacted]".
 std::string redacted(std::string_view text, const Form& sent) {
-    std::vector<std::string> secrets;
+    Redactor secrets;
     for (const auto& [name, value] : sent.fields) {
-        if (value.empty() || name == "grant_type" || name == "client_id" || name == "scope") {
-            continue;
-        }
-        secrets.push_back(value);
-        std::string encoded = boost::urls::encode(value, boost::urls::unreserved_chars);
-        if (encoded != value) {
-            secrets.push_back(std::move(encoded));
-        } else {
-            wipe(encoded);
+        if (name != "grant_type" && name != "client_id" && name != "scope") {
+            secrets.add(value);
         }
     }
-    // The longest first, so that a secret holding another is replaced whole.
-    std::sort(secrets.begin(), secrets.end(),
-              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-    std::string out;
-    out.reserve(text.size());
-    for (size_t at = 0; at < text.size();) {
-        const auto found = std::find_if(secrets.begin(), secrets.end(), [&](const auto& secret) {
-            return text.substr(at, secret.size()) == secret;
-        });
-        if (found != secrets.end()) {
-            out.append("[redacted]");
-            at += found->size();
-        } else {
-            out.push_back(text[at++]);
-        }
-    }
-    for (auto& secret : secrets) {
-        wipe(secret);
-    }
-    return out;
+    return secrets.apply(text);
 }
 
 }  // namespace

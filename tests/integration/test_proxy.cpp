@@ -707,8 +707,9 @@ TEST_CASE("the proxy injects each credential type and forwards the request faith
         // redirects and gateway refusals, for every injection type.
         std::string seen;
         for (const char* svc : {"bearer", "header", "query", "basic"}) {
-            for (const std::string path : {"/v1/models?x=1", "/status/404", "/status/500",
-                                           "/redirect", "/large?bytes=100"}) {
+            for (const std::string path :
+                 {"/v1/models?x=1", "/status/404", "/status/500", "/redirect",
+                  "/redirect?back=1&x=1", "/large?bytes=100"}) {
                 const HttpReply r =
                     g.call("GET", std::string("/api/") + svc + path, session_of(worker));
                 ++proxied;
@@ -724,6 +725,16 @@ TEST_CASE("the proxy injects each credential type and forwards the request faith
             CHECK(refused.status == 401);
             seen += refused.body;
         }
+        // A URL written back into header fields loses the query-injected secret only.
+        const HttpReply back = g.call("GET", "/api/query/redirect?back=1&x=1", session_of(worker));
+        ++proxied;
+        CHECK(back.status == 302);
+        CHECK(header(back, "location") ==
+              "http://upstream.test/redirect?back=1&x=1&api_key=[redacted]");
+        CHECK(header(back, "content-location") == header(back, "location"));
+        CHECK(header(back, "link") == "</other>; rel=\"prev\"");  // the last, as sent
+        seen += header(back, "location");
+
         const json audit = g.audit_entries("proxy", proxied);
         const RunResult human = g.cli({"audit", "--limit", "1000"});
         const std::string log = g.daemon_log();

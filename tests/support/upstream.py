@@ -39,7 +39,9 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           headers as {lower-cased name: value}, repeated names joined
                           with ", ". HEAD gets the same headers and no body.
   /status/<code>          that status (200..599) with {"status": code}; 204/304 no body.
-  /redirect               302, Location: /echo/redirected, small JSON body.
+  /redirect[?back=1]      302, Location: /echo/redirected, small JSON body. With back=1
+                          the request's own target goes back in Location, Content-Location
+                          and Link (as servers that keep the query on a redirect do).
   /sse?events=N&interval_ms=M[&type=T][&length=1]
                           text/event-stream, chunked; N events `data: {"n": i}` (i = 0..N-1)
                           M ms apart, each in its own chunk. Defaults N=3, M=100. With
@@ -446,6 +448,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send_json(code, {"status": code})
 
     def _redirect(self) -> None:
+        if self.req_query.get("back") == ["1"]:
+            target = "http://upstream.test" + self.path
+            self._send_json(302, {"redirect": "back"},
+                            [("Location", target), ("Content-Location", target),
+                             ("Link", '<' + target + '>; rel="next"'),
+                             ("Link", '</other>; rel="prev"')])
+            return
         self._send_json(302, {"redirect": "/echo/redirected"},
                         [("Location", "/echo/redirected")])
 
