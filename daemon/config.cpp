@@ -1,7 +1,10 @@
 #include "daemon/config.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
 #include <iostream>
 #include <unistd.h>
 
@@ -11,6 +14,7 @@
 #include "common/decimal_check.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
+#include "common/unique_fd.hpp"
 #include "common/version.hpp"
 
 namespace agentgw {
@@ -56,12 +60,10 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.set_version_flag("--version", k_version);
     // Later values win, so that the environment (placed before argv below) yields to flags.
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    // The default file is required when it exists: one the daemon cannot read is an error, not
-    // a reason to run on defaults.
     const bool default_config = fs::exists(k_default_config);
-    auto* config_option = app.set_config(
-        "--config", default_config ? k_default_config : "",
-        "Read settings from this file (keys are the long option names)", default_config);
+    auto* config_option =
+        app.set_config("--config", default_config ? k_default_config : "",
+                       "Read settings from this file (keys are the long option names)");
     app.allow_config_extras(CLI::config_extras_mode::error);
     app.add_option("--state-dir", c.state_dir, "Directory holding the vault and master key");
     app.add_option("--socket", c.socket_path, "Control socket path");
@@ -141,6 +143,18 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
             out.exit_code = 2;
         }
         return out;
+    }
+    if (config_option->count() == 0 && default_config) {
+        // CLI11 passes over a default file it cannot open; the daemon must not run on defaults
+        // when its settings are there but unreadable (a file of mode 0600 owned by root, say).
+        const UniqueFd fd(::open(k_default_config, O_RDONLY | O_CLOEXEC));
+        if (!fd.valid()) {
+            std::cerr << "agentgwd: cannot read " << k_default_config << ": "
+                      << std::strerror(errno) << '\n';
+            out.action = DaemonInvocation::Action::exit;
+            out.exit_code = 2;
+            return out;
+        }
     }
     c.log_level = *parse_log_level(log_level);
     c.drain = std::chrono::seconds(shutdown_secs);

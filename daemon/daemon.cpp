@@ -585,6 +585,9 @@ int run_daemon(DaemonConfig config) {
         feed_watchdog();
     }
     ioc.run();
+    // The signal_set's destruction puts SIGHUP's default action back, which would end the
+    // daemon while it closes the vault.
+    set_sighup_mask(SIG_BLOCK);
     audit.defer_with({}, 0);
     audit.flush();  // anything still held back (the vault writes it before closing)
     spdlog::info("stopped");

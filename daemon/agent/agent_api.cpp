@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon/control/json_body.hpp"
 #include "daemon/util/clock.hpp"
 
 namespace agentgw {
@@ -118,6 +119,15 @@ std::string login_address_key(std::string_view ip) {
     return "login-addr:" + asio::ip::address_v6(bytes).to_string() + "/64";
 }
 
+// How a login's username appears in the audit log: as it is when it could be an agent's name,
+// else not at all. An agent that swapped its headers would otherwise leave its key there.
+std::string audited_name(std::string_view username) {
+    if (username.starts_with(Registry::k_key_prefix) || !check_name("username", username)) {
+        return "(not an agent name)";
+    }
+    return std::string(username);
+}
+
 std::string agent_limit_key(const Agent& agent) {
     return "agent:" + agent.id;
 }
@@ -179,6 +189,7 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
         const std::string username(c.req["username"]);
         const std::string_view key = c.req["x-api-key"];
         const std::string address(peer_ip(c.peer));
+        const std::string shown_name = audited_name(username);
         const std::string user_key = login_user_key(username);
         const std::string addr_key = login_address_key(address);
 
@@ -190,7 +201,7 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
             ctx.metrics.count_rate_limited("login");
             ctx.audit.record({"system",
                               "login",
-                              "agent-name:" + username,
+                              "agent-name:" + shown_name,
                               "rate_limit_exceeded",
                               {{"address", address}}});
             Response res =
@@ -225,7 +236,7 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
             spdlog::error("login: {}", error->message);
             ctx.audit.record({"system",
                               "login",
-                              "agent-name:" + username,
+                              "agent-name:" + shown_name,
                               "internal_error",
                               {{"address", address}}});
             co_return auth_failure(*error);
@@ -245,8 +256,11 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
         }
         ctx.limiter.hit(user_key, k_login_window_secs);
         ctx.limiter.hit(addr_key, k_login_window_secs);
-        ctx.audit.record(
-            {"system", "login", "agent-name:" + username, "unauthorized", {{"address", address}}});
+        ctx.audit.record({"system",
+                          "login",
+                          "agent-name:" + shown_name,
+                          "unauthorized",
+                          {{"address", address}}});
         co_return invalid_login();
     });
 

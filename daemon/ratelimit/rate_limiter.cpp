@@ -75,14 +75,23 @@ RateLimiter::Entry RateLimiter::rolled(Map::const_iterator it, int64_t now,
     return e;  // the same window
 }
 
+void RateLimiter::reanchor(Entry& e, int64_t now) {
+    const int64_t start = window_start(now, e.window_ms);
+    if (start < e.start_ms) {
+        // The wall clock stepped back behind the entry's window. Left in the future, the entry
+        // would refuse for as long as the step while Retry-After promised a window or two. It
+        // moves to the window that holds now, with everything counted in that window: moving
+        // the previous window's requests along with it would let them slide out too soon.
+        e.cur = std::min(e.cur + e.prev, k_max_count);
+        e.prev = 0;
+        e.start_ms = start;
+    }
+}
+
 RateLimiter::Map::iterator RateLimiter::find(std::string_view key, int64_t now) {
     const auto it = entries_.find(key);
     if (it != entries_.end()) {
-        // The wall clock stepped back behind the entry's window: what is counted stays, but in
-        // the window that holds now. Left in the future, the entry would refuse for as long as
-        // the step while Retry-After promised a window or two.
-        const int64_t start = window_start(now, it->second.window_ms);
-        it->second.start_ms = std::min(it->second.start_ms, start);
+        reanchor(it->second, now);
     }
     return it;
 }
@@ -159,7 +168,8 @@ size_t RateLimiter::sweep(size_t max) {
     const int64_t now = clock_.now_ms();
     size_t dropped = 0;
     for (auto it = entries_.begin(); it != entries_.end() && dropped < max;) {
-        const Entry& e = it->second;
+        Entry& e = it->second;
+        reanchor(e, now);
         // Two windows on, both counts have slid out: the key is as good as new.
         if (window_start(now, e.window_ms) >= e.start_ms + 2 * e.window_ms) {
             it = entries_.erase(it);

@@ -89,8 +89,9 @@ class RateLimiter {
     };
     using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
 
-    // The entry of `key` (or end()), moved back into the window that holds `now` if the wall
-    // clock stepped back behind it.
+    // Moves `e` back into the window that holds `now` if the wall clock stepped back behind it.
+    static void reanchor(Entry& e, int64_t now);
+    // The entry of `key` (or end()), reanchored.
     Map::iterator find(std::string_view key, int64_t now);
     // The entry at `it` (a fresh one for end()) moved forward to `now`, for windows of `window_ms`.
     Entry rolled(Map::const_iterator it, int64_t now, int64_t window_ms) const;

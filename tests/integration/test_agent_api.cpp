@@ -10,6 +10,7 @@
 #include <regex>
 #include <sstream>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -444,6 +445,21 @@ TEST_CASE("POST /login trades an agent's name and key for a session", "[agent_ap
     check_invalid_login(g.login("worker", other_key));  // a real key, of another agent
     check_invalid_login(g.login("other", key));
     check_invalid_login(http_request("POST", g.url + "/login"));  // nothing at all
+    // Name and key swapped: the audit log names no agent, and holds no key.
+    check_invalid_login(g.login(key, "worker"));
+    std::string logins;  // the audit log is written off the request path: wait for the entry
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+        logins = g.ok({"audit", "--action", "login", "--limit", "1000"}).dump();
+        if (contains(logins, "(not an agent name)") ||
+            std::chrono::steady_clock::now() > deadline) {
+            break;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    CHECK(contains(logins, "agent-name:(not an agent name)"));
+    CHECK(contains(logins, "agent-name:nobody"));
+    CHECK_FALSE(contains(logins, key));
 
     // Only POST.
     check_error(g.get("/login"), 405, "method_not_allowed");

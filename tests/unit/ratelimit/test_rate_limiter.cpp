@@ -155,6 +155,29 @@ TEST_CASE("a wall clock stepped back keeps the counts and the promised wait") {
     CHECK(rl.peek("agent:a", k_limit, k_window).allowed);  // as Retry-After said
 }
 
+TEST_CASE("a clock stepped back across a window boundary does not free the previous window") {
+    FakeClock clock;
+    RateLimiter rl(clock);
+    clock.advance_secs(k_window - 1);  // 59 s, the end of window 0
+    CHECK(burst(rl, "agent:a", k_limit, k_window, 5) == 5);
+    clock.advance_ms(1050);  // 60.05 s: the previous window still weighs almost fully
+    CHECK(burst(rl, "agent:a", k_limit, k_window, k_limit) == 5);
+    clock.advance_ms(-100);  // 59.95 s, back in window 0: ten were counted within a second
+    CHECK(burst(rl, "agent:a", k_limit, k_window, k_limit) == 0);
+    clock.advance_ms(100);
+    CHECK(burst(rl, "agent:a", k_limit, k_window, k_limit) == 0);
+}
+
+TEST_CASE("sweep drops keys a clock stepped far back had left in the future") {
+    FakeClock clock;
+    RateLimiter rl(clock);
+    REQUIRE(rl.acquire("agent:a", k_limit, k_window).allowed);
+    clock.advance_secs(-86400);
+    CHECK(rl.sweep() == 0);  // now counted in the window that holds the clock
+    clock.advance_secs(2 * k_window);
+    CHECK(rl.sweep() == 1);
+}
+
 TEST_CASE("keys are independent") {
     FakeClock clock;
     RateLimiter rl(clock);
