@@ -1,6 +1,7 @@
 #include "cli/control_client.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <new>
 
 #include <fmt/format.h>
@@ -85,10 +86,14 @@ Result<Reply> ControlClient::request(std::string_view method, std::string_view p
                                  rc == CURLE_SEND_ERROR || rc == CURLE_ABORTED_BY_CALLBACK;
         // A socket we may not open is "permission denied" (exit 4), not "no daemon" (exit 5).
         const bool denied = os_errno == EACCES || os_errno == EPERM;
+        // For a failed connect the system's reason ("No such file or directory") says more than
+        // curl's, which speaks of the URL's host and port, not of the socket.
+        const std::string why = rc == CURLE_COULDNT_CONNECT && os_errno != 0
+                                    ? std::strerror(static_cast<int>(os_errno))
+                                    : (*error != '\0' ? error : curl_easy_strerror(rc));
         return make_error(
             denied ? Code::permission_denied : (unreachable ? Code::unavailable : Code::io_error),
-            fmt::format("cannot reach agentgwd at {}: {}", socket_path_.string(),
-                        *error != '\0' ? error : curl_easy_strerror(rc)));
+            fmt::format("cannot reach agentgwd at {}: {}", socket_path_.string(), why));
     }
     Reply reply;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
