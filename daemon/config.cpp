@@ -145,16 +145,15 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
         return out;
     }
     if (config_option->count() == 0 && default_config) {
-        // CLI11 passes over a default file it cannot open; the daemon must not run on defaults
-        // when its settings are there but unreadable (a file of mode 0600 owned by root, say).
+        // CLI11 counts the default file once it has read it, and passes over one it cannot
+        // read (a file of mode 0600 owned by root, a directory): the daemon must not run on
+        // defaults when its settings are there but unreadable.
         const UniqueFd fd(::open(k_default_config, O_RDONLY | O_CLOEXEC));
-        if (!fd.valid()) {
-            std::cerr << "agentgwd: cannot read " << k_default_config << ": "
-                      << std::strerror(errno) << '\n';
-            out.action = DaemonInvocation::Action::exit;
-            out.exit_code = 2;
-            return out;
-        }
+        std::cerr << "agentgwd: cannot read " << k_default_config << ": "
+                  << (fd.valid() ? "not a regular file" : std::strerror(errno)) << '\n';
+        out.action = DaemonInvocation::Action::exit;
+        out.exit_code = 2;
+        return out;
     }
     c.log_level = *parse_log_level(log_level);
     c.drain = std::chrono::seconds(shutdown_secs);

@@ -119,10 +119,13 @@ std::string login_address_key(std::string_view ip) {
     return "login-addr:" + asio::ip::address_v6(bytes).to_string() + "/64";
 }
 
-// How a login's username appears in the audit log: as it is when it could be an agent's name,
-// else not at all. An agent that swapped its headers would otherwise leave its key there.
+// How a login's username appears in the audit log: as it is when it could be an agent's name
+// and does not look like a key (or most of one: a key is the prefix and 43 characters), else
+// not at all. An agent that swapped its headers would otherwise leave its key there.
 std::string audited_name(std::string_view username) {
-    if (username.starts_with(Registry::k_key_prefix) || !check_name("username", username)) {
+    const bool key_shaped = username.starts_with(Registry::k_key_prefix) &&
+                            username.size() >= Registry::k_key_prefix.size() + 32;
+    if (key_shaped || !check_name("username", username)) {
         return "(not an agent name)";
     }
     return std::string(username);

@@ -14,12 +14,19 @@ Redactor::~Redactor() {
     clear();
 }
 
+void Redactor::keep(std::string& form) {
+    if (std::find(secrets_.begin(), secrets_.end(), form) == secrets_.end()) {
+        secrets_.emplace_back(form);  // a copy: the deque's elements never move
+    }
+    wipe(form);
+}
+
 void Redactor::add(std::string_view secret) {
     if (secret.empty()) {
         return;
     }
-    std::vector<std::string> forms;
-    forms.emplace_back(secret);
+    std::string raw(secret);
+    keep(raw);
     std::string encoded = boost::urls::encode(secret, boost::urls::unreserved_chars);
     if (encoded != secret) {
         // The same escapes with lower-case hex digits, as some servers write them back.
@@ -29,25 +36,9 @@ void Redactor::add(std::string_view secret) {
                 lower[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(lower[i])));
             }
         }
-        if (lower != encoded) {
-            forms.push_back(std::move(lower));
-        } else {
-            wipe(lower);
-        }
-        forms.push_back(std::move(encoded));
-    } else {
-        wipe(encoded);
+        keep(lower);
     }
-    for (auto& form : forms) {
-        if (std::find(secrets_.begin(), secrets_.end(), form) == secrets_.end()) {
-            secrets_.push_back(std::move(form));
-        } else {
-            wipe(form);
-        }
-    }
-    std::stable_sort(
-        secrets_.begin(), secrets_.end(),
-        [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    keep(encoded);
 }
 
 void Redactor::clear() {
@@ -67,12 +58,16 @@ std::string Redactor::apply(std::string_view text) const {
     std::string out;
     out.reserve(text.size());
     for (size_t at = 0; at < text.size();) {
-        const auto found = std::find_if(secrets_.begin(), secrets_.end(), [&](const auto& secret) {
-            return text.substr(at, secret.size()) == secret;
-        });
-        if (found != secrets_.end()) {
+        // The longest secret that starts here, so that one holding another is replaced whole.
+        size_t longest = 0;
+        for (const auto& secret : secrets_) {
+            if (secret.size() > longest && text.substr(at, secret.size()) == secret) {
+                longest = secret.size();
+            }
+        }
+        if (longest > 0) {
             out.append("[redacted]");
-            at += found->size();
+            at += longest;
         } else {
             out.push_back(text[at++]);
         }

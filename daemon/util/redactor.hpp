@@ -3,9 +3,9 @@
 // occurrence with "[redacted]". Holds its own copies of the secrets, wiped when it goes.
 #pragma once
 
+#include <deque>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace agentgw {
 
@@ -31,7 +31,10 @@ class Redactor {
     std::string apply(std::string_view text) const;
 
   private:
-    std::vector<std::string> secrets_;  // the longest first
+    // Keeps a copy of `form` unless it is held already, and wipes `form`.
+    void keep(std::string& form);
+
+    std::deque<std::string> secrets_;  // a deque, so that no copy is left behind by a move
 };
 
 }  // namespace agentgw

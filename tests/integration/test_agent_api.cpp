@@ -445,8 +445,10 @@ TEST_CASE("POST /login trades an agent's name and key for a session", "[agent_ap
     check_invalid_login(g.login("worker", other_key));  // a real key, of another agent
     check_invalid_login(g.login("other", key));
     check_invalid_login(http_request("POST", g.url + "/login"));  // nothing at all
-    // Name and key swapped: the audit log names no agent, and holds no key.
+    // Name and key swapped: the audit log names no agent, and holds no key. A name that only
+    // begins like a key is still named.
     check_invalid_login(g.login(key, "worker"));
+    check_invalid_login(g.login("agw_ci", key));
     std::string logins;  // the audit log is written off the request path: wait for the entry
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     for (;;) {
@@ -459,6 +461,7 @@ TEST_CASE("POST /login trades an agent's name and key for a session", "[agent_ap
     }
     CHECK(contains(logins, "agent-name:(not an agent name)"));
     CHECK(contains(logins, "agent-name:nobody"));
+    CHECK(contains(logins, "agent-name:agw_ci"));
     CHECK_FALSE(contains(logins, key));
 
     // Only POST.
