@@ -157,10 +157,8 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     }
     c.log_level = *parse_log_level(log_level);
     c.drain = std::chrono::seconds(shutdown_secs);
-    if (config_option->count() > 0) {
+    if (config_option->count() > 0) {  // given, or the default file that was read
         c.config_file = config_option->as<std::string>();
-    } else if (fs::exists(k_default_config)) {
-        c.config_file = k_default_config;
     }
     if (!c.key_file.empty() && !c.passphrase_file.empty()) {
         // The two name one setting, the master secret: the one given last among flags and
