@@ -580,9 +580,9 @@ class ProxyExchange {
         up.headers.resize(injected_at);
         std::string query = call_.query;
         auto refusal = inject(call_, ctx_.registry.clock().now_secs(), up, query);
-        echoed_.clear();
+        echoed_.reset();
         if (!refusal && call_.service->auth.type == AuthSpec::Type::query) {
-            echoed_.add(injected_secret(*call_.credential));  // see redact_echoed()
+            echoed_.emplace().add(injected_secret(*call_.credential));  // see redact_echoed()
         }
         call_.credential.reset();
         if (!refusal) {
@@ -773,14 +773,13 @@ class ProxyExchange {
     // Link), and with it a secret injected into the query, which the agent must not see:
     // every such value is redacted, the fields keeping their order.
     void redact_echoed(beast_http::fields& fields) const {
-        if (echoed_.empty() || std::none_of(fields.begin(), fields.end(), [&](const auto& f) {
-                return echoed_.found_in(f.value());
-            })) {
+        if (!echoed_ || std::none_of(fields.begin(), fields.end(),
+                                     [&](const auto& f) { return echoed_->found_in(f.value()); })) {
             return;
         }
         std::vector<std::pair<std::string, std::string>> all;
         for (const auto& f : fields) {
-            all.emplace_back(f.name_string(), echoed_.apply(f.value()));
+            all.emplace_back(f.name_string(), echoed_->apply(f.value()));
         }
         fields.clear();
         for (const auto& [name, value] : all) {
@@ -945,7 +944,9 @@ class ProxyExchange {
     double latency_ms_ = 0;
     bool retried_ = false;               // the one retry after an upstream 401 has been made
     std::optional<std::string> replay_;  // the request body again, for that retry
-    Redactor echoed_;  // a query-injected secret, to keep out of the answer's header fields
+    // A query-injected secret, to keep out of the answer's header fields; only for a query
+    // service, since the Redactor allocates.
+    std::optional<Redactor> echoed_;
 };
 
 }  // namespace
