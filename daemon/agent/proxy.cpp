@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <chrono>
+#include <initializer_list>
 #include <iterator>
 #include <variant>
 #include <vector>
@@ -51,6 +53,7 @@ struct Call {
     std::string upstream_path;  // below the base URL, percent-encoded as the agent sent it
     std::string match_path;     // the same, decoded: what grants and allow rules see
     std::string query;          // encoded, without '?'
+    std::vector<std::string> method_overrides;  // X-HTTP-Method-Override and kin, upper-cased
     std::optional<Agent> agent;
     std::shared_ptr<const ServiceCatalog> catalog;
     const Service* service = nullptr;
@@ -61,17 +64,22 @@ struct Call {
 // A stage either lets the request continue (nullopt) or answers it.
 using Stage = std::optional<Response> (*)(AgentApiContext&, Call&);
 
-// Whether an encoded path segment holds %2F or %5C (a slash or a backslash), in either case.
-bool encodes_slash(std::string_view segment) {
+// Whether a path segment holds one of the percent-encodings `codes`, in either case.
+bool holds_encoding(std::string_view segment, std::initializer_list<std::string_view> codes) {
     for (size_t i = segment.find('%'); i != std::string_view::npos && i + 2 < segment.size();
          i = segment.find('%', i + 1)) {
         const std::string_view code = segment.substr(i + 1, 2);
-        if (beast::iequals(code, "2f") || beast::iequals(code, "5c")) {
+        if (std::any_of(codes.begin(), codes.end(),
+                        [&](std::string_view c) { return beast::iequals(code, c); })) {
             return true;
         }
     }
     return false;
 }
+
+// Headers through which many servers take the method from the request instead of its line.
+constexpr std::string_view k_method_overrides[] = {"X-HTTP-Method-Override", "X-HTTP-Method",
+                                                   "X-Method-Override"};
 
 Response bad_request(std::string_view message) {
     return http::error_response(HttpStatus::bad_request, "bad_request", message);
@@ -135,10 +143,13 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
         return beast::iequals(method, "TRACE") || beast::iequals(method, "TRACK");
     };
     bool echoed = echoes(call.method);
-    for (const std::string_view name :
-         {"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}) {
+    for (const std::string_view name : k_method_overrides) {
         for (auto [it, end] = call.req.equal_range(name); it != end; ++it) {
             echoed = echoed || echoes(it->value());
+            std::string method(it->value());
+            std::transform(method.begin(), method.end(), method.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+            call.method_overrides.push_back(std::move(method));
         }
     }
     if (echoed) {
@@ -160,12 +171,21 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     call.service_id = (*it).decode();
     for (++it; it != segments.end(); ++it) {
         const std::string_view encoded = *it;
-        if (encodes_slash(encoded) || encoded.find('\\') != std::string_view::npos) {
+        if (holds_encoding(encoded, {"2f", "5c"}) ||
+            encoded.find('\\') != std::string_view::npos) {
             return bad_request("encoded slashes and backslashes are not allowed in the path");
         }
         const std::string decoded = (*it).decode();
-        if (decoded == "." || decoded == "..") {
+        // A server that drops ";parameters" from a segment before resolving it (as Java's do)
+        // takes "..;x" for "..".
+        const std::string_view bare = std::string_view(decoded).substr(0, decoded.find(';'));
+        if (bare == "." || bare == "..") {
             return bad_request("dot-segments are not allowed in the path");
+        }
+        // One that decodes twice takes "%252e%252e" for "..".
+        if (holds_encoding(decoded, {"2e", "2f", "5c"})) {
+            return bad_request(
+                "encoded dots, slashes and backslashes encoded again are not allowed in the path");
         }
         if (decoded.find('\0') != std::string::npos) {
             return bad_request("the path holds a NUL byte");
@@ -215,21 +235,35 @@ std::optional<Response> check_grant(AgentApiContext&, Call& call) {
     if (grant == nullptr) {
         return deny(fmt::format("agent {} may not use service {}", call.agent->name, service.id));
     }
-    const bool method_ok =
-        grant->methods.empty() ||
-        std::any_of(grant->methods.begin(), grant->methods.end(),
-                    [&](const std::string& m) { return m == "*" || m == call.method; });
+    // The method of the request line, and any an override header names: the upstream may act
+    // on either, so the grant and the service must allow both.
+    const auto granted = [&](const std::string& method) {
+        return grant->methods.empty() ||
+               std::any_of(grant->methods.begin(), grant->methods.end(),
+                           [&](const std::string& m) { return m == "*" || m == method; });
+    };
     const bool path_ok =
         grant->paths.empty() ||
         std::any_of(grant->paths.begin(), grant->paths.end(),
                     [&](const std::string& p) { return glob_match(p, call.match_path); });
-    if (!method_ok || !path_ok) {
-        return deny(fmt::format("agent {} may not {} {} on service {}", call.agent->name,
-                                call.method, call.match_path, service.id));
+    const auto check = [&](const std::string& method) -> std::optional<Response> {
+        if (!granted(method) || !path_ok) {
+            return deny(fmt::format("agent {} may not {} {} on service {}", call.agent->name,
+                                    method, call.match_path, service.id));
+        }
+        if (!service.allows(method, call.match_path)) {
+            return deny(fmt::format("service {} does not allow {} {}", service.id, method,
+                                    call.match_path));
+        }
+        return std::nullopt;
+    };
+    if (auto refusal = check(call.method)) {
+        return refusal;
     }
-    if (!service.allows(call.method, call.match_path)) {
-        return deny(fmt::format("service {} does not allow {} {}", service.id, call.method,
-                                call.match_path));
+    for (const std::string& method : call.method_overrides) {
+        if (auto refusal = check(method)) {
+            return refusal;
+        }
     }
     return std::nullopt;
 }
@@ -440,7 +474,7 @@ class ProxyExchange {
     ProxyExchange(AgentApiContext& ctx, http::Exchange& ex)
         : ctx_(ctx),
           ex_(ex),
-          call_{ex.parser.get(), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}},
+          call_{ex.parser.get(), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}},
           head_request_(ex.parser.get().method() == beast_http::verb::head),
           client_http10_(ex.parser.get().version() < 11),
           started_(SteadyClock::now()) {}

@@ -239,8 +239,9 @@ void Transfer::arm_deadline() {
             }
             // A paused transfer waits on the agent (to read the response, or to send more of the
             // request body), not on the upstream; the agent's own timeouts bound that wait, and
-            // the deadline is armed again, later by as long, when it ends (update_pause).
-            if (recv_paused_ || send_paused_) {
+            // the deadline is armed again, later by as long, when it ends (update_pause). Body
+            // bytes before the head would be the upstream's doing: those never park it.
+            if (send_paused_ || (recv_paused_ && head_done_)) {
                 deadline_parked_ = true;
                 return;
             }
@@ -322,6 +323,11 @@ size_t Transfer::on_header(char* data, size_t size, size_t count, void* self) {
     if (line == "\r\n" || line == "\n") {
         long code = 0;
         curl_easy_getinfo(t.easy_, CURLINFO_RESPONSE_CODE, &code);
+        if (code == 101) {
+            // The proxy never asks for an upgrade (Upgrade is hop-by-hop, never forwarded),
+            // and curl takes whatever follows a 101 for a body with no head before it.
+            return t.refuse_head("the upstream switched protocols (101) unasked");
+        }
         if (code >= 100 && code < 200) {
             // 100 Continue and friends: the real answer follows, within the same deadline
             // (an upstream sending 102 Processing forever does not hold the request open).

@@ -858,11 +858,24 @@ TEST_CASE("the proxy authenticates agents and enforces grants before forwarding"
                             403, "service_not_allowed");
         check_gateway_error(g.call("DELETE", "/api/echo/echo/allowed/yes", session_of(narrow)), 403,
                             "service_not_allowed");
+        // The upstream may act on the method an override header names: the grant must allow
+        // that method too.
+        for (const char* name : {"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}) {
+            INFO("header " << name);
+            auto headers = session_of(narrow);
+            headers.push_back(std::string(name) + ": delete");
+            check_gateway_error(g.call("GET", "/api/echo/echo/allowed/yes", headers), 403,
+                                "service_not_allowed");
+        }
+        auto overridden = session_of(narrow);
+        overridden.push_back("X-HTTP-Method-Override: get");
+        CHECK(g.call("GET", "/api/echo/echo/allowed/again", overridden).status == 200);
         // No credential stored: never forwarded without one.
         const HttpReply nocred = g.call("GET", "/api/nocred/echo/x", session_of(worker));
         check_gateway_error(nocred, 502, "upstream_error");
         CHECK(contains(nocred.body, "nocred"));
-        CHECK(recorded_paths(*g.upstream) == std::vector<std::string>{"/echo/allowed/yes"});
+        CHECK(recorded_paths(*g.upstream) ==
+              std::vector<std::string>{"/echo/allowed/yes", "/echo/allowed/again"});
     }
 
     SECTION("a disabled agent gets 403 forbidden until enabled again") {
@@ -1043,6 +1056,14 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
             "GET /api/echo/echo/a%5Cb HTTP/1.1",
             "GET /api/echo/echo/a\\b HTTP/1.1",
             "GET /api/echo/echo/%00x HTTP/1.1",
+            // Servers that drop ";parameters" before resolving dot-segments, and those that
+            // decode twice.
+            "GET /api/echo/echo/..;/x HTTP/1.1",
+            "GET /api/echo/echo/.;x=1/x HTTP/1.1",
+            "GET /api/echo/echo/%2e%2e;jsessionid=1/x HTTP/1.1",
+            "GET /api/echo/echo/%252e%252e/x HTTP/1.1",
+            "GET /api/echo/echo/a%252Fb HTTP/1.1",
+            "GET /api/echo/echo/a%255cb HTTP/1.1",
             "GET http://evil/ HTTP/1.1",
             "GET http://127.0.0.1:" + std::to_string(g.upstream->port()) + "/echo/abs HTTP/1.1",
             "GET http://127.0.0.1:" + std::to_string(g.port) + "/api/echo/echo/abs HTTP/1.1",
@@ -1061,8 +1082,8 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
         CHECK(g.upstream->requests().empty());
 
         // Each refusal under /api/ is audited with the method it was asked with (the other
-        // request lines never reach the proxy): 14 of them, after the one that passed.
-        const json audit = g.audit_entries("proxy", 15);
+        // request lines never reach the proxy): 20 of them, after the one that passed.
+        const json audit = g.audit_entries("proxy", 21);
         size_t refused = 0;
         for (const auto& e : audit) {
             INFO("entry " << e.dump());
@@ -1072,7 +1093,7 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
                 CHECK((d.at("method") == "GET" || d.at("method") == "CONNECT"));
             }
         }
-        CHECK(refused == 14);
+        CHECK(refused == 20);
     }
 
     SECTION("TRACE and TRACK in any case are not forwarded: the credential would come back") {
@@ -1281,6 +1302,21 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
             g.call("GET", "/api/slow/interim?count=2&interval_ms=200", session_of(worker));
         CHECK(ok.status == 200);
         CHECK(json::parse(ok.body, nullptr, false) == json{{"interim", 2}});
+    }
+
+    SECTION("a switch of protocols nobody asked for is refused at once") {
+        // A 101 ends curl's reading of heads: what follows would be taken for a body with no
+        // head before it. More of it than the proxy buffers, and the upstream then holds on.
+        for (const char* bytes : {"100", "100000"}) {
+            INFO("bytes " << bytes);
+            const auto start = SteadyClock::now();
+            const HttpReply r = g.call("GET", std::string("/api/slow/switch?secs=8&bytes=") + bytes,
+                                       session_of(worker));
+            check_gateway_error(r, 502, "upstream_error");
+            CHECK(contains(r.body, "101"));
+            CHECK(seconds_since(start) < 1.5);  // not the 2 s timeout, nor the upstream's 8 s
+        }
+        CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
     }
 
     SECTION("a body that stops mid-way ends the response instead of hanging") {

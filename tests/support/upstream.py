@@ -69,6 +69,9 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
   /interim?count=N&interval_ms=M
                           N interim "102 Processing" responses M ms apart (the first at
                           once), then 200 JSON. Defaults N=3, M=100.
+  /switch?bytes=N&secs=S  101 Switching Protocols that nobody asked for, then N bytes
+                          (default 100000), then holds the connection S seconds (default
+                          10) and closes it.
   /reset?after=N          200 announcing Content-Length 1000000, sends N bytes, then resets
                           the TCP connection (SO_LINGER 0 + close) after a 50 ms pause.
                           Default N = 1000.
@@ -331,6 +334,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ("/bad-head", self._bad_head),
             ("/te-and-length", self._te_and_length),
             ("/reset", self._reset),
+            ("/switch", self._switch),
         ]
         try:
             if path == "/v1/chat/completions":
@@ -561,6 +565,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if interval:
             time.sleep(interval)
         self._send_json(200, {"interim": count})
+
+    def _switch(self) -> None:
+        size = self._int_param("bytes", 100_000, 0, 10_000_000)
+        self.close_connection = True
+        self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                         b"Upgrade: x-test\r\n\r\n" + b"s" * size)
+        self.wfile.flush()
+        time.sleep(self._float_param("secs", 10.0))
 
     def _stall_body(self) -> None:
         secs = self._float_param("secs", 1.0)
