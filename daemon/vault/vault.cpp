@@ -67,6 +67,15 @@ Error batch_error(int rc) {
     return lmdb::error(rc, "vault write failed");
 }
 
+// For a state the vault cannot leave while the process lives. Nothing of the failed batch was
+// acknowledged; the supervisor starts the daemon again (agentgwd.service: Restart=on-failure),
+// and LMDB opens on the last commit that reached the disk whole.
+[[noreturn]] void stop_unusable(std::string_view why) {
+    spdlog::critical("{}; the vault cannot be used any more, stopping", why);
+    spdlog::shutdown();
+    std::_Exit(EXIT_FAILURE);
+}
+
 }  // namespace
 
 std::string_view table_name(Table table) noexcept {
@@ -419,6 +428,9 @@ void Vault::commit_batch(std::deque<Request>& batch) {
     }
     if (rc != 0) {
         const Error error = batch_error(rc);
+        if (rc == MDB_PANIC || environment_failed()) {
+            stop_unusable(error.message);
+        }
         spdlog::error("{}", error.message);
         std::fill(results.begin(), results.end(), Status{error});
     }
@@ -478,6 +490,18 @@ int Vault::run_batch(std::deque<Request>& batch, std::vector<Status>& results) {
     return 0;
 }
 
+bool Vault::environment_failed() const {
+    // LMDB refuses every transaction, reads too, once it could not write the meta page that
+    // completes a commit (a failing disk): a daemon that went on would answer errors only.
+    std::shared_lock lk(resize_mutex_);
+    MDB_txn* txn = nullptr;
+    const int rc = mdb_txn_begin(env_.get(), nullptr, MDB_RDONLY, &txn);
+    if (rc == 0) {
+        mdb_txn_abort(txn);
+    }
+    return rc == MDB_PANIC;
+}
+
 void Vault::grow_map() {
     std::unique_lock lk(resize_mutex_);
     MDB_envinfo info{};
@@ -491,12 +515,8 @@ void Vault::grow_map() {
         // space limit, say): the environment has no map now, and the next transaction would
         // read through a dangling pointer. Nothing of the batch was acknowledged; stop here,
         // while the exclusive lock keeps every reader out.
-        spdlog::critical(
-            "cannot grow the vault map to {} bytes: {}; the vault cannot be used "
-            "any more, stopping",
-            next, mdb_strerror(rc));
-        spdlog::shutdown();
-        std::_Exit(EXIT_FAILURE);
+        stop_unusable(
+            fmt::format("cannot grow the vault map to {} bytes: {}", next, mdb_strerror(rc)));
     }
     map_growths_.fetch_add(1);
     spdlog::info("vault map grown to {} MiB", next >> 20);

@@ -179,6 +179,8 @@ class Vault {
     MDB_dbi dbi(Table table) const noexcept { return dbis_[static_cast<size_t>(table)]; }
     void writer_loop();
     void commit_batch(std::deque<Request>& batch);
+    // Whether LMDB has given up on the environment (MDB_PANIC).
+    bool environment_failed() const;
     // Runs the batch in one transaction; returns MDB_MAP_FULL when it must be retried.
     int run_batch(std::deque<Request>& batch, std::vector<Status>& results);
     void grow_map();

@@ -442,6 +442,42 @@ TEST_CASE("agentgw status talks to the daemon over its socket", "[daemon][cli]")
     CHECK(cli({}).code == 2);
 }
 
+TEST_CASE("a commit that cannot reach the disk stops the daemon and keeps what it acknowledged",
+          "[daemon]") {
+    // LMDB gives up on an environment whose meta page it could not write: every transaction
+    // after it fails. A daemon that stays up then answers 500 to everything, /healthz 200.
+    TempDir dir;
+    const fs::path trigger = dir / "fail-commits";
+    std::string asan = std::getenv("ASAN_OPTIONS") != nullptr ? std::getenv("ASAN_OPTIONS") : "";
+    asan += (asan.empty() ? "" : ":") + std::string("verify_asan_link_order=0");
+    auto d = start_daemon(daemon_args(dir), {{"LD_PRELOAD", AGENTGW_FAIL_DSYNC},
+                                             {"AGENTGW_FAIL_DSYNC", trigger.string()},
+                                             {"ASAN_OPTIONS", asan}});
+    const std::vector<std::string> sock = {"--socket", d.socket.string()};
+    const auto with = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), sock.begin(), sock.end());
+        return args;
+    };
+    REQUIRE(cli(with({"user", "add", "alice", "--email", "alice@example.com"})).code == 0);
+
+    write_file(trigger, "");
+    const auto refused = cli(with({"user", "add", "bob", "--email", "bob@example.com"}));
+    CHECK(refused.code != 0);
+    INFO("agentgwd stderr: " << d.child->stderr_text());
+    CHECK(d.child->wait(10s) == 1);
+    CHECK(d.child->stderr_text().find("cannot be used") != std::string::npos);
+
+    // The next start falls back to the last commit that reached the disk whole.
+    fs::remove(trigger);
+    auto again = start_daemon(daemon_args(dir));
+    const auto users = cli({"--json", "--socket", again.socket.string(), "user", "list"});
+    REQUIRE(users.code == 0);
+    CHECK(users.out.find("alice") != std::string::npos);
+    CHECK(users.out.find("bob") == std::string::npos);
+    again.child->signal(SIGTERM);
+    CHECK(again.child->wait(15s) == 0);
+}
+
 TEST_CASE("SIGHUP does not stop the daemon", "[daemon]") {
     TempDir dir;
     auto d = start_daemon(daemon_args(dir));
