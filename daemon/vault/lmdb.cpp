@@ -10,12 +10,8 @@ Error error(int rc, std::string_view what) {
         case MDB_NOTFOUND:
             code = Code::not_found;
             break;
-        case MDB_MAP_FULL:
-        case MDB_READERS_FULL:
-        case MDB_TXN_FULL:
-        case MDB_DBS_FULL:
-            code = Code::exhausted;
-            break;
+        // MDB_MAP_FULL, MDB_READERS_FULL, MDB_TXN_FULL, MDB_DBS_FULL: the store is out of room,
+        // which is no fault of the request (not exhausted, a 413): io_error, as the default.
         case MDB_CORRUPTED:
         case MDB_PAGE_NOTFOUND:
         case MDB_INVALID:

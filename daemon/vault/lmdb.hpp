@@ -13,7 +13,8 @@
 
 namespace agentgw::lmdb {
 
-// An Error for an LMDB return code. MDB_NOTFOUND maps to not_found, MDB_MAP_FULL to exhausted.
+// An Error for an LMDB return code. MDB_NOTFOUND maps to not_found; a store out of room
+// (MDB_MAP_FULL and the like) to io_error, as any other failure of the store.
 Error error(int rc, std::string_view what);
 
 inline MDB_val to_val(std::string_view s) noexcept {

@@ -58,6 +58,17 @@ void raw_put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view v
 
 }  // namespace
 
+TEST_CASE("a store out of room is a failure of the store and not of the request", "[vault]") {
+    // A hub publish into a vault that cannot grow was told its payload was too large (413).
+    for (const int rc : {MDB_MAP_FULL, MDB_READERS_FULL, MDB_TXN_FULL, MDB_DBS_FULL}) {
+        INFO("rc " << rc);
+        const Error e = lmdb::error(rc, "vault write failed");
+        CHECK(e.code == Code::io_error);
+        CHECK(e.message.find(mdb_strerror(rc)) != std::string::npos);
+    }
+    CHECK(lmdb::error(MDB_NOTFOUND, "x").code == Code::not_found);
+}
+
 TEST_CASE("a vault reopens with the same key and keeps its records", "[vault]") {
     TempDir dir;
     const auto key = test::key_at(dir / "master.key");
