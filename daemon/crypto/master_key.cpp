@@ -82,10 +82,16 @@ Result<MasterSecret> load_key_file(const fs::path& path) {
 Result<MasterSecret> generate_key_file(const fs::path& path) {
     MasterSecret out{MasterKind::key, SecureBuffer::random(k_master_key_size),
                      "key file " + path.string(), path};
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    // Written whole under another name, then linked into place: a start cut short (a crash, a
+    // power loss) leaves no short key file behind to refuse every later start. link() fails
+    // on an existing file, as O_EXCL would: a key is never overwritten.
+    const fs::path staging = path.parent_path() / ("." + path.filename().string() + ".new");
+    ::unlink(staging.c_str());  // left by such a start: it never held a key in use
+    UniqueFd fd(
+        ::open(staging.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd.valid()) {
-        return errno_error(Code::io_error, fmt::format("cannot create key file {}", path.string()),
-                           errno);
+        return errno_error(Code::io_error,
+                           fmt::format("cannot create key file {}", staging.string()), errno);
     }
     errno = 0;
     if (::fchmod(fd.get(), 0600) != 0 ||
@@ -93,11 +99,18 @@ Result<MasterSecret> generate_key_file(const fs::path& path) {
             static_cast<ssize_t>(out.secret.size()) ||
         ::fsync(fd.get()) != 0) {
         const int saved = errno != 0 ? errno : EIO;  // a short write sets no errno
-        ::unlink(path.c_str());
-        return errno_error(Code::io_error, fmt::format("cannot write key file {}", path.string()),
-                           saved);
+        ::unlink(staging.c_str());
+        return errno_error(Code::io_error,
+                           fmt::format("cannot write key file {}", staging.string()), saved);
     }
     fd.reset();
+    const int linked = ::link(staging.c_str(), path.c_str());
+    const int saved = errno;
+    ::unlink(staging.c_str());
+    if (linked != 0) {
+        return errno_error(Code::io_error, fmt::format("cannot create key file {}", path.string()),
+                           saved);
+    }
     UniqueFd dir(::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (dir.valid()) {
         ::fsync(dir.get());

@@ -7,6 +7,7 @@
 
 using namespace agentgw;
 using agentgw::test::TempDir;
+namespace fs = std::filesystem;
 
 TEST_CASE("key files hold 32 raw bytes or 64 hex characters", "[crypto]") {
     TempDir dir;
@@ -49,6 +50,19 @@ TEST_CASE("a generated key file is private and loads back", "[crypto]") {
     REQUIRE(loaded);
     CHECK(loaded->secret.view() == made->secret.view());
     CHECK_FALSE(generate_key_file(dir / "master.key"));  // never overwrites a key
+    CHECK(load_key_file(dir / "master.key")->secret.view() == made->secret.view());
+    CHECK_FALSE(fs::exists(dir / ".master.key.new"));
+}
+
+TEST_CASE("a key file is written aside and a staging file left behind is replaced", "[crypto]") {
+    // A start cut short while writing leaves its staging file, never a short master.key.
+    TempDir dir;
+    test::write_file(dir / ".master.key.new", "0123");
+    auto made = generate_key_file(dir / "master.key");
+    REQUIRE(made);
+    CHECK(fs::file_size(dir / "master.key") == 32);
+    CHECK(load_key_file(dir / "master.key")->secret.view() == made->secret.view());
+    CHECK_FALSE(fs::exists(dir / ".master.key.new"));
 }
 
 TEST_CASE("passphrase files give their first line", "[crypto]") {
