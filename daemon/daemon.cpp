@@ -329,6 +329,9 @@ int run_daemon(DaemonConfig config) {
     // its new start. Each batch scans and deletes in one write; the batches follow one another
     // on the slow_reads thread (the loop is not held up) until nothing older is left.
     asio::steady_timer retention_timer(ioc);
+    // Set on SIGTERM: a prune or a hub sweep in flight (on another thread, out of the timers'
+    // reach) then does not start another or wait again.
+    bool stopping = false;
     const auto prune_audit = [&]() -> asio::awaitable<void> {
         constexpr uint64_t k_batch = 10'000;
         const auto prune_batch = [&] {
@@ -340,6 +343,9 @@ int run_daemon(DaemonConfig config) {
             while (config.audit_retention_days > 0) {
                 const Result<uint64_t> removed =
                     co_await on_worker(slow_reads.get_executor(), prune_batch);
+                if (stopping) {
+                    co_return;
+                }
                 if (!removed) {
                     spdlog::error("audit retention: {}", removed.error().message);
                     break;
@@ -379,7 +385,6 @@ int run_daemon(DaemonConfig config) {
     // Expired hub blobs go in bounded batches, each one write among the others: a full batch
     // is followed at once by the next, otherwise the sweeper looks again a second later.
     asio::steady_timer hub_timer(ioc);
-    bool stopping = false;  // set on SIGTERM: a sweep in flight then does not start another
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
