@@ -25,9 +25,10 @@ struct Control {
     TempDir dir;
     RunningDaemon daemon;
 
-    Control() {
+    explicit Control(std::vector<std::string> extra = {}) {
         write_file(dir / "services.json", k_test_services);
-        daemon = start_daemon(daemon_args(dir, {"--services", (dir / "services.json").string()}));
+        extra.insert(extra.begin(), {"--services", (dir / "services.json").string()});
+        daemon = start_daemon(daemon_args(dir, extra));
     }
 
     HttpReply call(const std::string& method, const std::string& path,
@@ -66,6 +67,26 @@ void require_keys(const json& j, std::initializer_list<const char*> keys) {
 }
 
 }  // namespace
+
+TEST_CASE("a new agent's session lasts no longer than its key", "[control]") {
+    Control c({"--session-ttl", "604800"});
+    const json user =
+        c.ok("POST", "/auth/register", R"({"username":"alice","email":"a@example.com"})");
+    const auto made = [&](int lifespan_days) {
+        return c.ok("POST", "/auth/agent",
+                    json{{"user_id", user["user_id"]},
+                         {"agent_name", "agent-" + std::to_string(lifespan_days)},
+                         {"services", {"openai"}},
+                         {"lifespan_days", lifespan_days}}
+                        .dump());
+    };
+    const json short_lived = made(1);
+    CHECK(short_lived["expires_in_secs"] <= 86400);
+    CHECK(short_lived["expires_in_secs"] >= 86400 - 60);
+    const json long_lived = made(30);
+    CHECK(long_lived["expires_in_secs"] <= 604800);
+    CHECK(long_lived["expires_in_secs"] >= 604800 - 60);
+}
 
 TEST_CASE("seed-1 routes answer with seed-1 fields", "[control]") {
     Control c;
