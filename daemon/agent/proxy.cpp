@@ -589,7 +589,7 @@ class ProxyExchange {
         if (call_.service != nullptr && outcome != "rate_limit_exceeded") {
             ctx_.metrics.observe_proxy(call_.service->id, secs);
         }
-        ctx_.audit.record({call_.agent ? "agent:" + call_.agent->id : "unauthenticated", "proxy",
+        ctx_.audit.record({call_.agent ? "agent:" + call_.agent->id : "system", "proxy",
                            "service:" + call_.service_id, outcome.empty() ? "ok" : outcome},
                           DetailsText()
                               .add("bytes_in", bytes_in)

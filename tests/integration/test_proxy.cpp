@@ -1090,6 +1090,7 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
             const json& d = e.at("details");
             if (d.at("status") == 400) {
                 ++refused;
+                CHECK(e.at("actor") == "system");  // refused before authentication
                 CHECK((d.at("method") == "GET" || d.at("method") == "CONNECT"));
             }
         }
