@@ -171,8 +171,7 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     call.service_id = (*it).decode();
     for (++it; it != segments.end(); ++it) {
         const std::string_view encoded = *it;
-        if (holds_encoding(encoded, {"2f", "5c"}) ||
-            encoded.find('\\') != std::string_view::npos) {
+        if (holds_encoding(encoded, {"2f", "5c"}) || encoded.find('\\') != std::string_view::npos) {
             return bad_request("encoded slashes and backslashes are not allowed in the path");
         }
         const std::string decoded = (*it).decode();

@@ -327,8 +327,8 @@ void add_seed1_routes(http::Router& r, ControlContext& cc) {
                    {"agent_name", a.name},
                    {"allowed_services", a.allowed_services()},
                    // The session ends with the key when that comes first.
-                   {"expires_in_secs", std::max<int64_t>(0, issued->session_expires_at -
-                                                                reg.clock().now_secs())},
+                   {"expires_in_secs",
+                    std::max<int64_t>(0, issued->session_expires_at - reg.clock().now_secs())},
                    {"key_expires_at", rfc3339(a.key_expires_at)},
                    {"lifespan_days", a.lifespan_days},
                    {"api_key", issued->api_key}},

@@ -13,7 +13,7 @@ namespace {
 
 bool failing(int fd) {
     const char* trigger = std::getenv("AGENTGW_FAIL_DSYNC");
-    struct stat st{};
+    struct stat st {};
     if (trigger == nullptr || ::stat(trigger, &st) != 0) {
         return false;
     }
