@@ -113,7 +113,8 @@ CredentialInput::~CredentialInput() {
     wipe(refresh_token);
 }
 
-boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const CredentialInput& in) {
+boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const CredentialInput& in,
+                                                                   const Vault::WriteFn& with) {
     const int64_t now = clock_.now_secs();
     CredentialInfo info{
         in.service,
@@ -171,7 +172,8 @@ boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const Creden
         }
         json j = json::parse(sealed_input);
         j["generation"] = generation;
-        return put_record(txn, key, j);
+        TRY(put_record(txn, key, j));
+        return with ? with(txn) : Status{};
     };
     const Status s = co_await commit(write);
     wipe(sealed_input);

@@ -108,8 +108,10 @@ class CredentialStore {
   public:
     CredentialStore(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
 
-    // Stores (or replaces) a credential; the input must already be validated.
-    boost::asio::awaitable<Result<CredentialInfo>> set(const CredentialInput& input);
+    // Stores (or replaces) a credential; the input must already be validated. `with`, when
+    // given, is a write of the caller's made in the same transaction: both land, or neither.
+    boost::asio::awaitable<Result<CredentialInfo>> set(const CredentialInput& input,
+                                                       const Vault::WriteFn& with = nullptr);
     Result<std::vector<CredentialInfo>> list() const;
     // The credential the proxy injects for `service` on behalf of an agent: the agent's own,
     // else its user's, else the service-wide one (SPEC §2). nullptr when none is stored.

@@ -244,28 +244,36 @@ void DeviceFlows::spawn(const std::string& id) {
 asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_ref) {
     const std::shared_ptr<Poller> poller = poller_ref;
     const std::string id = poller->id;
-    // Changes the stored flow; `finish` ends it with a status and a message.
-    auto update = [this, id](std::function<void(json&)> change) -> asio::awaitable<Status> {
-        const Vault::WriteFn write = [id, change](WriteTxn& txn) -> Status {
+    // The write that changes the flow's record; `update` makes it, `finish` ends the flow with a
+    // status and a message.
+    const auto updating = [id](std::function<void(json&)> change) -> Vault::WriteFn {
+        return [id, change = std::move(change)](WriteTxn& txn) -> Status {
             TRY_ASSIGN(json r, read_flow(txn, id));
             change(r);
             const Status s = put_flow(txn, id, r);
             wipe_json(r);
             return s;
         };
+    };
+    auto update = [this, &updating](std::function<void(json&)> change) -> asio::awaitable<Status> {
+        const Vault::WriteFn write = updating(std::move(change));
         co_return co_await async_write(vault_, write);
     };
-    auto finish = [&](const std::string& status,
-                      const std::string& message) -> asio::awaitable<void> {
-        const std::function<void(json&)> change = [status, message](json& r) {
+    // The write that ends the flow: its status, and the device code gone.
+    const auto ending = [&updating](const std::string& status, const std::string& message) {
+        return updating([status, message](json& r) {
             r["status"] = status;
             r["message"] = message;
             if (r.contains("device_code")) {
                 wipe(r["device_code"].get_ref<std::string&>());
                 r.erase("device_code");
             }
-        };
-        const Status s = co_await update(change);
+        });
+    };
+    auto finish = [&](const std::string& status,
+                      const std::string& message) -> asio::awaitable<void> {
+        const Vault::WriteFn write = ending(status, message);
+        const Status s = co_await async_write(vault_, write);
         if (!s) {
             spdlog::error("device flow {}: {}", id, s.error().message);
         }
@@ -394,7 +402,10 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
             in > 0) {
             input.expires_in = in;
         }
-        const auto stored = co_await credentials_.set(input);
+        // The tokens and the flow's end in one write: a daemon stopped between two would poll
+        // again on restart with a code already used, and mark the flow failed.
+        const Vault::WriteFn completed = ending("complete", "the tokens are stored");
+        const auto stored = co_await credentials_.set(input, completed);
         if (!stored) {
             audit_.record({"system",
                            "oauth.connect",
@@ -410,7 +421,6 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
                        target,
                        "ok",
                        {{"flow_id", id}, {"scope", scope}, {"owner_id", owner_id}}});
-        co_await finish("complete", "the tokens are stored");
         co_return;
     }
 }
