@@ -114,7 +114,7 @@ CredentialInput::~CredentialInput() {
 }
 
 boost::asio::awaitable<Result<CredentialInfo>> CredentialStore::set(const CredentialInput& in,
-                                                                   const Vault::WriteFn& with) {
+                                                                    const Vault::WriteFn& with) {
     const int64_t now = clock_.now_secs();
     CredentialInfo info{
         in.service,
