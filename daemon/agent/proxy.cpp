@@ -5,7 +5,6 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
-#include <initializer_list>
 #include <iterator>
 #include <variant>
 #include <vector>
@@ -64,15 +63,34 @@ struct Call {
 // A stage either lets the request continue (nullopt) or answers it.
 using Stage = std::optional<Response> (*)(AgentApiContext&, Call&);
 
-// Whether a path segment holds one of the percent-encodings `codes`, in either case.
-bool holds_encoding(std::string_view segment, std::initializer_list<std::string_view> codes) {
+// Whether an encoded path segment holds %2F or %5C (a slash or a backslash), in either case.
+bool encodes_slash(std::string_view segment) {
     for (size_t i = segment.find('%'); i != std::string_view::npos && i + 2 < segment.size();
          i = segment.find('%', i + 1)) {
         const std::string_view code = segment.substr(i + 1, 2);
-        if (std::any_of(codes.begin(), codes.end(),
-                        [&](std::string_view c) { return beast::iequals(code, c); })) {
+        if (beast::iequals(code, "2f") || beast::iequals(code, "5c")) {
             return true;
         }
+    }
+    return false;
+}
+
+// Whether "." or ".." (with or without ";parameters") is among the pieces of `segment` decoded
+// once more, split at its slashes and backslashes.
+bool climbs_when_decoded_again(std::string_view segment) {
+    const auto encoded = boost::urls::make_pct_string_view(segment);
+    if (!encoded || encoded->decoded_size() == segment.size()) {
+        return false;  // not a valid encoding, or nothing in it encoded
+    }
+    const std::string twice = encoded->decode();
+    for (size_t start = 0; start <= twice.size();) {
+        const size_t end = std::min(twice.find_first_of("/\\", start), twice.size());
+        const std::string_view piece = std::string_view(twice).substr(start, end - start);
+        const std::string_view bare = piece.substr(0, piece.find(';'));
+        if (bare == "." || bare == "..") {
+            return true;
+        }
+        start = end + 1;
     }
     return false;
 }
@@ -146,6 +164,9 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     for (const std::string_view name : k_method_overrides) {
         for (auto [it, end] = call.req.equal_range(name); it != end; ++it) {
             echoed = echoed || echoes(it->value());
+            if (it->value().empty()) {
+                continue;  // names no method
+            }
             std::string method(it->value());
             std::transform(method.begin(), method.end(), method.begin(),
                            [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
@@ -171,7 +192,7 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     call.service_id = (*it).decode();
     for (++it; it != segments.end(); ++it) {
         const std::string_view encoded = *it;
-        if (holds_encoding(encoded, {"2f", "5c"}) || encoded.find('\\') != std::string_view::npos) {
+        if (encodes_slash(encoded) || encoded.find('\\') != std::string_view::npos) {
             return bad_request("encoded slashes and backslashes are not allowed in the path");
         }
         const std::string decoded = (*it).decode();
@@ -181,10 +202,10 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
         if (bare == "." || bare == "..") {
             return bad_request("dot-segments are not allowed in the path");
         }
-        // One that decodes twice takes "%252e%252e" for "..".
-        if (holds_encoding(decoded, {"2e", "2f", "5c"})) {
-            return bad_request(
-                "encoded dots, slashes and backslashes encoded again are not allowed in the path");
+        // One that decodes twice takes "%252e%252e" for "..", and "a%252f..%252fb" for
+        // "a/../b". (A slash encoded twice alone, as some servers expect in a name, passes.)
+        if (climbs_when_decoded_again(decoded)) {
+            return bad_request("dot-segments encoded twice are not allowed in the path");
         }
         if (decoded.find('\0') != std::string::npos) {
             return bad_request("the path holds a NUL byte");

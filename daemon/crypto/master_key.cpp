@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <fcntl.h>
 #include <optional>
 #include <sys/stat.h>
@@ -82,8 +83,8 @@ Result<MasterSecret> load_key_file(const fs::path& path) {
 Result<MasterSecret> generate_key_file(const fs::path& path) {
     MasterSecret out{MasterKind::key, SecureBuffer::random(k_master_key_size),
                      "key file " + path.string(), path};
-    // Written whole under another name, then linked into place: a start cut short (a crash, a
-    // power loss) leaves no short key file behind to refuse every later start. link() fails
+    // Written whole under another name, then moved into place: a start cut short (a crash, a
+    // power loss) leaves no short key file behind to refuse every later start. The move fails
     // on an existing file, as O_EXCL would: a key is never overwritten.
     const fs::path staging = path.parent_path() / ("." + path.filename().string() + ".new");
     ::unlink(staging.c_str());  // left by such a start: it never held a key in use
@@ -104,10 +105,15 @@ Result<MasterSecret> generate_key_file(const fs::path& path) {
                            fmt::format("cannot write key file {}", staging.string()), saved);
     }
     fd.reset();
-    const int linked = ::link(staging.c_str(), path.c_str());
+    int moved = ::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE);
+    if (moved != 0 && (errno == EINVAL || errno == ENOSYS)) {
+        // A file system without RENAME_NOREPLACE (NFS): a hard link fails on an existing file
+        // just the same.
+        moved = ::link(staging.c_str(), path.c_str());
+    }
     const int saved = errno;
-    ::unlink(staging.c_str());
-    if (linked != 0) {
+    ::unlink(staging.c_str());  // after a link; after the move it is gone already
+    if (moved != 0) {
         return errno_error(Code::io_error, fmt::format("cannot create key file {}", path.string()),
                            saved);
     }
