@@ -75,8 +75,15 @@ bool encodes_slash(std::string_view segment) {
     return false;
 }
 
-// Whether "." or ".." (with or without ";parameters") is among the pieces of `segment` decoded
-// once more, split at its slashes and backslashes.
+// Whether a decoded segment is "." or "..", also with ";parameters": a server that drops those
+// before resolving the segment (as Java's do) takes "..;x" for "..".
+bool is_dot_segment(std::string_view segment) {
+    const std::string_view bare = segment.substr(0, segment.find(';'));
+    return bare == "." || bare == "..";
+}
+
+// Whether a dot-segment is among the pieces of `segment` decoded once more, split at its
+// slashes and backslashes.
 bool climbs_when_decoded_again(std::string_view segment) {
     const auto encoded = boost::urls::make_pct_string_view(segment);
     if (!encoded || encoded->decoded_size() == segment.size()) {
@@ -85,9 +92,7 @@ bool climbs_when_decoded_again(std::string_view segment) {
     const std::string twice = encoded->decode();
     for (size_t start = 0; start <= twice.size();) {
         const size_t end = std::min(twice.find_first_of("/\\", start), twice.size());
-        const std::string_view piece = std::string_view(twice).substr(start, end - start);
-        const std::string_view bare = piece.substr(0, piece.find(';'));
-        if (bare == "." || bare == "..") {
+        if (is_dot_segment(std::string_view(twice).substr(start, end - start))) {
             return true;
         }
         start = end + 1;
@@ -196,10 +201,7 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
             return bad_request("encoded slashes and backslashes are not allowed in the path");
         }
         const std::string decoded = (*it).decode();
-        // A server that drops ";parameters" from a segment before resolving it (as Java's do)
-        // takes "..;x" for "..".
-        const std::string_view bare = std::string_view(decoded).substr(0, decoded.find(';'));
-        if (bare == "." || bare == "..") {
+        if (is_dot_segment(decoded)) {
             return bad_request("dot-segments are not allowed in the path");
         }
         // One that decodes twice takes "%252e%252e" for "..", and "a%252f..%252fb" for

@@ -428,7 +428,7 @@ void Vault::commit_batch(std::deque<Request>& batch) {
     }
     if (rc != 0) {
         const Error error = batch_error(rc);
-        if (rc == MDB_PANIC || environment_failed()) {
+        if (environment_failed()) {
             stop_unusable(error.message);
         }
         spdlog::error("{}", error.message);
