@@ -14,6 +14,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/url/decode_view.hpp>
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
@@ -52,7 +53,7 @@ struct Call {
     std::string upstream_path;  // below the base URL, percent-encoded as the agent sent it
     std::string match_path;     // the same, decoded: what grants and allow rules see
     std::string query;          // encoded, without '?'
-    std::vector<std::string> method_overrides;  // X-HTTP-Method-Override and kin, upper-cased
+    std::vector<std::string> method_overrides;  // from override headers and _method; upper-cased
     std::optional<Agent> agent;
     std::shared_ptr<const ServiceCatalog> catalog;
     const Service* service = nullptr;
@@ -103,6 +104,9 @@ bool climbs_when_decoded_again(std::string_view segment) {
 // Headers through which many servers take the method from the request instead of its line.
 constexpr std::string_view k_method_overrides[] = {"X-HTTP-Method-Override", "X-HTTP-Method",
                                                    "X-Method-Override"};
+// The query parameter through which others do (Laravel, Express' method-override): decoded,
+// as they read it.
+constexpr std::string_view k_method_parameter = "_method";
 
 Response bad_request(std::string_view message) {
     return http::error_response(HttpStatus::bad_request, "bad_request", message);
@@ -161,21 +165,32 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
     }
     // TRACE makes the upstream send the request back as it received it: with the injected
     // credential in it. TRACK is the same under another name, some servers take method names
-    // in any case, and some take the method from an override header.
+    // in any case, and some take the method from an override header or parameter.
     const auto echoes = [](std::string_view method) {
         return beast::iequals(method, "TRACE") || beast::iequals(method, "TRACK");
     };
+    const auto url = boost::urls::parse_origin_form(call.req.target());
+    if (!url) {
+        return bad_request("request target is not a valid origin-form URL");
+    }
     bool echoed = echoes(call.method);
+    const auto add_override = [&](std::string method) {
+        echoed = echoed || echoes(method);
+        if (method.empty()) {
+            return;  // names no method
+        }
+        std::transform(method.begin(), method.end(), method.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+        call.method_overrides.push_back(std::move(method));
+    };
     for (const std::string_view name : k_method_overrides) {
         for (auto [it, end] = call.req.equal_range(name); it != end; ++it) {
-            echoed = echoed || echoes(it->value());
-            if (it->value().empty()) {
-                continue;  // names no method
-            }
-            std::string method(it->value());
-            std::transform(method.begin(), method.end(), method.begin(),
-                           [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-            call.method_overrides.push_back(std::move(method));
+            add_override(std::string(it->value()));
+        }
+    }
+    for (const auto param : url->encoded_params()) {
+        if (*param.key == k_method_parameter) {  // compared decoded, without a copy
+            add_override(param.has_value ? param.value.decode() : std::string());
         }
     }
     if (echoed) {
@@ -184,10 +199,6 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
                                             "would echo the injected credential back");
         res.set(beast_http::field::allow, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
         return res;
-    }
-    const auto url = boost::urls::parse_origin_form(call.req.target());
-    if (!url) {
-        return bad_request("request target is not a valid origin-form URL");
     }
     const auto segments = url->encoded_segments();
     auto it = segments.begin();
@@ -257,7 +268,7 @@ std::optional<Response> check_grant(AgentApiContext&, Call& call) {
     if (grant == nullptr) {
         return deny(fmt::format("agent {} may not use service {}", call.agent->name, service.id));
     }
-    // The method of the request line, and any an override header names: the upstream may act
+    // The method of the request line, and any an override names: the upstream may act
     // on either, so the grant and the service must allow both.
     const auto granted = [&](const std::string& method) {
         return grant->methods.empty() ||

@@ -867,16 +867,28 @@ TEST_CASE("the proxy authenticates agents and enforces grants before forwarding"
             check_gateway_error(g.call("GET", "/api/echo/echo/allowed/yes", headers), 403,
                                 "service_not_allowed");
         }
+        // So may it on one a _method query parameter names, decoded.
+        for (const char* query : {"_method=delete", "q=1&_method=DeLeTe", "%5Fmethod=del%45te",
+                                  "_method=get&_method=delete"}) {
+            INFO("query " << query);
+            check_gateway_error(g.call("GET", std::string("/api/echo/echo/allowed/yes?") + query,
+                                       session_of(narrow)),
+                                403, "service_not_allowed");
+        }
         auto overridden = session_of(narrow);
         overridden.push_back("X-HTTP-Method-Override: get");
         overridden.push_back("X-HTTP-Method;");  // empty (curl's syntax): names no method
         CHECK(g.call("GET", "/api/echo/echo/allowed/again", overridden).status == 200);
+        CHECK(g.call("GET", "/api/echo/echo/allowed/third?_method=get&_method&method=delete",
+                     session_of(narrow))
+                  .status == 200);
         // No credential stored: never forwarded without one.
         const HttpReply nocred = g.call("GET", "/api/nocred/echo/x", session_of(worker));
         check_gateway_error(nocred, 502, "upstream_error");
         CHECK(contains(nocred.body, "nocred"));
-        CHECK(recorded_paths(*g.upstream) ==
-              std::vector<std::string>{"/echo/allowed/yes", "/echo/allowed/again"});
+        CHECK(recorded_paths(*g.upstream) == std::vector<std::string>{"/echo/allowed/yes",
+                                                                      "/echo/allowed/again",
+                                                                      "/echo/allowed/third"});
     }
 
     SECTION("a disabled agent gets 403 forbidden until enabled again") {
@@ -1123,6 +1135,10 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
                                          "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             check_raw_error(r, 405, "method_not_allowed");
         }
+        const RawReply r =
+            raw_exchange(g.port, "POST /api/echo/echo/x?_method=trace HTTP/1.1\r\n" + host + auth +
+                                     "Content-Length: 0\r\nConnection: close\r\n\r\n");
+        check_raw_error(r, 405, "method_not_allowed");
         CHECK(g.upstream->requests().empty());
     }
 
