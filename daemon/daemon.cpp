@@ -57,6 +57,10 @@ using verb = http::beast_http::verb;
 
 namespace {
 
+// A body the agent listener reads before it knows who sent it: login, discovery and the hub's
+// retrievals take none, so a body this size is as much as any client needs to send them.
+constexpr size_t k_agent_body_limit = 16 * 1024;
+
 // SIG_BLOCK or SIG_UNBLOCK SIGHUP for the calling thread.
 void set_sighup_mask(int how) {
     sigset_t set;
@@ -440,9 +444,14 @@ int run_daemon(DaemonConfig config) {
     refresh_due();
     device_flows.resume();
 
-    // Routed requests (login, the hub) are read whole: room for the largest blob, JSON-escaped.
+    // Routed requests are read whole. On the agent listener only a hub publish has a body worth
+    // reading, and its route lets one of publish_body_limit() in once the agent is known; the
+    // control API takes publishes too, from operators.
     http::Limits agent_limits;
-    agent_limits.body_limit = std::max(agent_limits.body_limit, 2 * config.hub.max_data + 65536);
+    agent_limits.body_limit = k_agent_body_limit;
+    http::Limits control_limits;
+    control_limits.body_limit =
+        std::max(control_limits.body_limit, config.hub.publish_body_limit());
     auto bound = passed->proxy
                      ? server.adopt_tcp(*std::exchange(passed->proxy, std::nullopt), agent_routes,
                                         agent_limits, proxy_takeover(agent_api_ctx))
@@ -462,14 +471,14 @@ int run_daemon(DaemonConfig config) {
     if (passed->control) {
         // systemd made the socket, with the unit's SocketGroup and SocketMode.
         auto path = server.adopt_unix(*std::exchange(passed->control, std::nullopt), control_routes,
-                                      agent_limits, peer_check);
+                                      control_limits, peer_check);
         if (!path) {
             spdlog::error("{}", path.error().message);
             return 1;
         }
         config.socket_path = *path;
-    } else if (auto s =
-                   server.listen_unix(config.socket_path, control_routes, agent_limits, peer_check);
+    } else if (auto s = server.listen_unix(config.socket_path, control_routes, control_limits,
+                                           peer_check);
                !s) {
         spdlog::error("{}", s.error().message);
         return 1;

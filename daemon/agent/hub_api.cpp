@@ -122,48 +122,60 @@ std::string outcome_of(const Error& e) {
 }  // namespace
 
 void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
+    // A publish's body may be large: it is read only once its header names a known agent.
+    http::Admission publish_admission;
+    publish_admission.body_limit = ctx.hub.limits().publish_body_limit();
+    publish_admission.check =
+        [&ctx](const http::Request::header_type& header) -> std::optional<Response> {
+        auto who = authenticate_hub(ctx, header);
+        if (auto* refusal = std::get_if<Response>(&who)) {
+            return std::move(*refusal);
+        }
+        return std::nullopt;
+    };
     router.add(
         verb::post, "/secure/agent/publish",
-        hub_route(
-            ctx, [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
-                auto body =
-                    JsonBody::parse(c.req.body(), {"name", "data", "ttl", "once", "recipients"});
-                Result<BlobInput> input =
-                    body ? blob_input_from(*body, agent, ctx.registry, ctx.hub.limits())
-                         : Result<BlobInput>(body.error());
-                if (input) {
-                    if (auto s = ctx.hub.check(*input); !s) {
-                        input = s.error();
-                    }
-                }
-                if (!input) {
-                    ctx.audit.record({"agent:" + agent.id,
-                                      "hub.publish",
-                                      "hub",
-                                      outcome_of(input.error()),
-                                      {{"message", input.error().message}}});
-                    co_return http::error_response(input.error());
-                }
-                const auto published = co_await ctx.hub.publish(*input);
-                if (!published) {
-                    ctx.audit.record({"agent:" + agent.id,
-                                      "hub.publish",
-                                      "hub",
-                                      outcome_of(published.error()),
-                                      {{"message", published.error().message}}});
-                    co_return http::error_response(published.error());
-                }
-                ctx.audit.record(
-                    {"agent:" + agent.id, "hub.publish", "blob:" + published->fingerprint, "ok"},
-                    DetailsText()
-                        .add("bytes", uint64_t{input->data.size()})
-                        .add("name", input->name)
-                        .add("once", input->once)
-                        .add("recipients", uint64_t{input->recipient_ids.size()})
-                        .add("ttl", int64_t{input->ttl_secs})
-                        .take());
-                co_return http::json_response(HttpStatus::ok, publish_receipt(*published));
-            }));
+        hub_route(ctx,
+                  [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
+                      auto body = JsonBody::parse(c.req.body(),
+                                                  {"name", "data", "ttl", "once", "recipients"});
+                      Result<BlobInput> input =
+                          body ? blob_input_from(*body, agent, ctx.registry, ctx.hub.limits())
+                               : Result<BlobInput>(body.error());
+                      if (input) {
+                          if (auto s = ctx.hub.check(*input); !s) {
+                              input = s.error();
+                          }
+                      }
+                      if (!input) {
+                          ctx.audit.record({"agent:" + agent.id,
+                                            "hub.publish",
+                                            "hub",
+                                            outcome_of(input.error()),
+                                            {{"message", input.error().message}}});
+                          co_return http::error_response(input.error());
+                      }
+                      const auto published = co_await ctx.hub.publish(*input);
+                      if (!published) {
+                          ctx.audit.record({"agent:" + agent.id,
+                                            "hub.publish",
+                                            "hub",
+                                            outcome_of(published.error()),
+                                            {{"message", published.error().message}}});
+                          co_return http::error_response(published.error());
+                      }
+                      ctx.audit.record({"agent:" + agent.id, "hub.publish",
+                                        "blob:" + published->fingerprint, "ok"},
+                                       DetailsText()
+                                           .add("bytes", uint64_t{input->data.size()})
+                                           .add("name", input->name)
+                                           .add("once", input->once)
+                                           .add("recipients", uint64_t{input->recipient_ids.size()})
+                                           .add("ttl", int64_t{input->ttl_secs})
+                                           .take());
+                      co_return http::json_response(HttpStatus::ok, publish_receipt(*published));
+                  }),
+        std::move(publish_admission));
 
     router.add(
         verb::get, "/secure/retrieve/{token}",

@@ -20,6 +20,18 @@ std::vector<std::string> split_pattern(std::string_view pattern) {
     return out;
 }
 
+// The decoded segments of a target's path; "/" is one empty segment, as split_pattern("/") gives.
+std::vector<std::string> segments_of(boost::urls::url_view url) {
+    std::vector<std::string> segments;
+    for (const auto& segment : url.segments()) {
+        segments.push_back(segment);
+    }
+    if (segments.empty()) {
+        segments.emplace_back();
+    }
+    return segments;
+}
+
 bool is_capture(const std::string& segment) {
     return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
 }
@@ -34,17 +46,62 @@ std::optional<std::string> RequestContext::query_value(const std::string& name) 
     return std::prev(last)->second;
 }
 
-void Router::add(beast_http::verb method, std::string pattern, Handler handler) {
+void Router::add(beast_http::verb method, std::string pattern, Handler handler,
+                 Admission admission) {
     auto segments = split_pattern(pattern);
+    auto entry = std::make_pair(std::move(handler), std::move(admission));
     for (auto& route : routes_) {
         if (route.segments == segments) {
-            route.handlers[method] = std::move(handler);
+            route.handlers[method] = std::move(entry);
             return;
         }
     }
     Route route{std::move(segments), {}};
-    route.handlers[method] = std::move(handler);
+    route.handlers[method] = std::move(entry);
     routes_.push_back(std::move(route));
+}
+
+std::vector<Router::Match> Router::match(const std::vector<std::string>& segments) const {
+    // Literal segments beat captures, so that "/v1/services/reload" wins over
+    // "/v1/services/{service}".
+    std::vector<Match> matches;
+    for (const auto& route : routes_) {
+        if (route.segments.size() != segments.size()) {
+            continue;
+        }
+        Match m{&route, 0, {}};
+        bool fits = true;
+        for (size_t i = 0; i < segments.size() && fits; ++i) {
+            if (is_capture(route.segments[i])) {
+                fits = !segments[i].empty();
+                const auto& name = route.segments[i];
+                m.params[name.substr(1, name.size() - 2)] = segments[i];
+                ++m.captures;
+            } else {
+                fits = route.segments[i] == segments[i];
+            }
+        }
+        if (fits) {
+            matches.push_back(std::move(m));
+        }
+    }
+    std::stable_sort(matches.begin(), matches.end(),
+                     [](const Match& a, const Match& b) { return a.captures < b.captures; });
+    return matches;
+}
+
+const Admission* Router::admission(const Request::header_type& header) const {
+    const auto url = boost::urls::parse_origin_form(header.target());
+    if (!url) {
+        return nullptr;
+    }
+    for (const auto& m : match(segments_of(*url))) {
+        const auto handler = m.route->handlers.find(header.method());
+        if (handler != m.route->handlers.end()) {
+            return &handler->second.second;
+        }
+    }
+    return nullptr;
 }
 
 boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer& peer) const {
@@ -53,43 +110,7 @@ boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer
         co_return error_response(HttpStatus::bad_request, "bad_request",
                                  "request target is not a valid origin-form URL");
     }
-    std::vector<std::string> segments;
-    for (const auto& segment : url->segments()) {
-        segments.push_back(segment);
-    }
-    if (segments.empty()) {
-        segments.emplace_back();  // "/" is one empty segment, as split_pattern("/") gives
-    }
-    // Every route whose pattern matches, literal segments beating captures, so that
-    // "/v1/services/reload" wins over "/v1/services/{service}".
-    struct Match {
-        const Route* route;
-        size_t captures;
-        std::map<std::string, std::string> params;
-    };
-    std::vector<Match> matches;
-    for (const auto& route : routes_) {
-        if (route.segments.size() != segments.size()) {
-            continue;
-        }
-        Match m{&route, 0, {}};
-        bool match = true;
-        for (size_t i = 0; i < segments.size() && match; ++i) {
-            if (is_capture(route.segments[i])) {
-                match = !segments[i].empty();
-                const auto& name = route.segments[i];
-                m.params[name.substr(1, name.size() - 2)] = segments[i];
-                ++m.captures;
-            } else {
-                match = route.segments[i] == segments[i];
-            }
-        }
-        if (match) {
-            matches.push_back(std::move(m));
-        }
-    }
-    std::stable_sort(matches.begin(), matches.end(),
-                     [](const Match& a, const Match& b) { return a.captures < b.captures; });
+    auto matches = match(segments_of(*url));
     for (auto& m : matches) {
         const auto handler = m.route->handlers.find(req.method());
         if (handler == m.route->handlers.end()) {
@@ -99,7 +120,7 @@ boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer
         for (const auto& p : url->params()) {
             ctx.query.emplace(p.key, p.has_value ? p.value : std::string());
         }
-        co_return co_await handler->second(ctx);
+        co_return co_await handler->second.first(ctx);
     }
     if (!matches.empty()) {
         std::set<std::string> verbs;

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -41,16 +42,36 @@ struct RequestContext {
 
 using Handler = std::function<boost::asio::awaitable<Response>(RequestContext&)>;
 
+// What a route lets in before the request's body is read, so that nobody can make the server
+// read and hold a body it would refuse anyway.
+struct Admission {
+    std::optional<size_t> body_limit;  // in place of the listener's
+    // Answers a request that its header alone refuses (no valid credentials): the body is never
+    // read, and the connection closes after the answer.
+    std::function<std::optional<Response>(const Request::header_type&)> check;
+};
+
 class Router {
   public:
-    void add(beast_http::verb method, std::string pattern, Handler handler);
+    void add(beast_http::verb method, std::string pattern, Handler handler,
+             Admission admission = {});
     boost::asio::awaitable<Response> dispatch(const Request& req, const Peer& peer) const;
+    // The admission of the route that `header` goes to; none when no route takes it (dispatch
+    // then answers 400, 404 or 405).
+    const Admission* admission(const Request::header_type& header) const;
 
   private:
     struct Route {
         std::vector<std::string> segments;  // "{name}" marks a capture
-        std::map<beast_http::verb, Handler> handlers;
+        std::map<beast_http::verb, std::pair<Handler, Admission>> handlers;
     };
+    struct Match {
+        const Route* route;
+        size_t captures;
+        std::map<std::string, std::string> params;
+    };
+    // The routes whose pattern matches `segments`, literal segments before captures.
+    std::vector<Match> match(const std::vector<std::string>& segments) const;
     std::vector<Route> routes_;
 };
 

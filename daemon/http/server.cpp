@@ -218,11 +218,20 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         // Known even when the request could not be read whole (its head parsed).
         const bool head_request = head.get().method() == beast_http::verb::head;
         std::optional<beast_http::request_parser<beast_http::string_body>> full;
+        bool route_refused = false;  // by its admission check: an answer of the route's own
         if (!early) {
             full.emplace(std::move(head));
-            full->body_limit(limits.body_limit);
+            size_t body_limit = limits.body_limit;
+            if (const Admission* admission = router.admission(full->get())) {
+                body_limit = admission->body_limit.value_or(body_limit);
+                if (admission->check) {
+                    early = admission->check(full->get());
+                    route_refused = early.has_value();
+                }
+            }
+            full->body_limit(body_limit);
             const auto length = full->content_length();
-            if (length && *length > limits.body_limit) {
+            if (!early && length && *length > body_limit) {
                 early = protocol_error(beast_http::error::body_limit);
             }
         }
@@ -253,9 +262,9 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
             res = std::move(*early);
         } else {
             res = co_await router.dispatch(full->get(), peer);
-            if (observer_ && !peer.local) {
-                observer_(full->get(), res.result_int());
-            }
+        }
+        if (observer_ && !peer.local && (!early || route_refused)) {
+            observer_(full->get(), res.result_int());
         }
         const bool keep_alive = !early && full->keep_alive() && !stopping_;  // all Connection lines
         res.version(11);

@@ -33,6 +33,9 @@ struct HubLimits {
     uint64_t quota_blobs = 1000;              // live blobs per publishing agent
     uint64_t quota_bytes = 64 * 1024 * 1024;  // live bytes of data per publishing agent
     size_t sweep_batch = 500;                 // expired blobs removed per sweep transaction
+
+    // The body a publish request may have: room for the largest blob, JSON-escaped.
+    size_t publish_body_limit() const noexcept { return 2 * max_data + 65536; }
 };
 
 // A blob to publish. The route has resolved names to ids; Hub::publish checks the rest.

@@ -792,6 +792,73 @@ TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad
     CHECK(g.get("/healthz").status == 200);
 }
 
+TEST_CASE("the agent listener reads no large body before it knows the sender",
+          "[agent_api][http][limits]") {
+    Gateway g(services_file({service("svc", "http://127.0.0.1:9", "unused")}));
+    g.user("alice");
+    const std::string key = g.agent("alice", "alice-agent", {});
+    const HttpReply login = g.login("alice-agent", key);
+    REQUIRE(login.status == 200);
+    const std::string session = parsed(login.body).value("token", "");
+    const std::string publish_head =
+        "POST /secure/agent/publish HTTP/1.1\r\nHost: gw\r\n"
+        "Content-Type: application/json\r\n";
+
+    SECTION("a publish without valid credentials is answered from its head alone") {
+        for (const std::string& credentials : {
+                 std::string(),
+                 "x-api-key: " + key + "\r\n",
+                 "x-api-key: " + key + "\r\nAuthorization: Bearer not-a-session\r\n",
+                 "x-api-key: agw_wrong\r\nAuthorization: Bearer " + session + "\r\n",
+             }) {
+            INFO("credentials " << credentials);
+            RawConnection c(g.url);
+            // Announces 2 MiB (allowed to an agent) and sends none of it: the answer cannot wait.
+            c.send(publish_head + credentials + "Content-Length: 2097152\r\n\r\n");
+            const auto r = c.next();
+            REQUIRE(r.has_value());
+            CHECK(r->status == 401);
+            CHECK(r->field("agentgw-error") == "unauthorized");
+            CHECK(c.closed());
+        }
+    }
+
+    SECTION("routes that take no body refuse a large one unread") {
+        for (const std::string& head : {
+                 "POST /login HTTP/1.1\r\nHost: gw\r\nusername: alice-agent\r\nx-api-key: " + key +
+                     "\r\n",
+                 std::string("POST /nosuch HTTP/1.1\r\nHost: gw\r\n"),
+                 "DELETE /secure/retrieve/abc HTTP/1.1\r\nHost: gw\r\nx-api-key: " + key +
+                     "\r\nAuthorization: Bearer " + session + "\r\n",
+             }) {
+            INFO("head " << head);
+            RawConnection c(g.url);
+            c.send(head + "Content-Length: 16385\r\n\r\n");
+            const auto r = c.next();
+            REQUIRE(r.has_value());
+            CHECK(r->status == 413);
+            CHECK(c.closed());
+        }
+        // A small body is still read and ignored: the login works.
+        RawConnection c(g.url);
+        c.send("POST /login HTTP/1.1\r\nHost: gw\r\nusername: alice-agent\r\nx-api-key: " + key +
+               "\r\nContent-Length: 2\r\n\r\n{}");
+        const auto r = c.next();
+        REQUIRE(r.has_value());
+        CHECK(r->status == 200);
+    }
+
+    SECTION("an authenticated publish may be as large as the hub allows") {
+        const std::string data(1024 * 1024, 'x');  // the default hub_max_data
+        const HttpReply r = http_request("POST", g.url + "/secure/agent/publish",
+                                         json{{"name", "big"}, {"data", data}}.dump(),
+                                         {"x-api-key: " + key, "Authorization: Bearer " + session,
+                                          "Content-Type: application/json"});
+        INFO(r.body);
+        CHECK(r.status == 200);
+    }
+}
+
 TEST_CASE("the official OpenAI Node SDK streams a chat completion through the proxy",
           "[agent_api][openai]") {
     const fs::path node_dir = AGENTGW_NODE_DIR;
