@@ -158,6 +158,24 @@ void keep_memory_private() {
     }
 }
 
+// Each agent connection being proxied holds an upstream connection too, so the soft limit on
+// descriptors that most services start with (1024) would refuse new agents at about 500 at
+// once, and upstream connections before that. Nothing here is bound by FD_SETSIZE (epoll, and
+// curl's multi-socket interface), so the soft limit goes up to the hard one.
+void raise_descriptor_limit() {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) {
+        return;
+    }
+    const rlim_t was = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        spdlog::warn("cannot raise the limit on open files from {}: {}", was, std::strerror(errno));
+        return;
+    }
+    spdlog::debug("limit on open files raised from {} to {}", was, lim.rlim_cur);
+}
+
 }  // namespace
 
 int run_daemon(DaemonConfig config) {
@@ -180,6 +198,7 @@ int run_daemon(DaemonConfig config) {
             }
         }
     } close_passed{*passed};
+    raise_descriptor_limit();
     Status resolved = resolve_state_dir(config);
     if (resolved) {
         resolved = resolve_socket_path(config);

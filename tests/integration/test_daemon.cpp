@@ -1,6 +1,7 @@
 #include <arpa/inet.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <regex>
 #include <signal.h>
 #include <sys/resource.h>
@@ -64,23 +65,17 @@ std::string raw_exchange(const std::string& base_url, const std::string& bytes) 
     return out;
 }
 
-// Lowers this process's soft limit on open files while it lives, so that a child started
-// meanwhile inherits the lower limit; puts the old one back on destruction.
-class FileLimit {
-  public:
-    explicit FileLimit(rlim_t soft) {
-        REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
-        rlimit lower = saved_;
-        lower.rlim_cur = std::min(soft, saved_.rlim_cur);
-        REQUIRE(::setrlimit(RLIMIT_NOFILE, &lower) == 0);
+// An agentgwd in `dir` started with a soft and a hard limit on open files of its own, by
+// prlimit(1), which sets them and execs it (so the daemon keeps its pid).
+RunningDaemon start_with_file_limit(const TempDir& dir, rlim_t soft, rlim_t hard) {
+    std::vector<std::string> argv = {
+        program_path("prlimit"), "--nofile=" + std::to_string(soft) + ":" + std::to_string(hard),
+        "--"};
+    for (const auto& a : agentgwd_argv(dir)) {
+        argv.push_back(a);
     }
-    FileLimit(const FileLimit&) = delete;
-    FileLimit& operator=(const FileLimit&) = delete;
-    ~FileLimit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
-
-  private:
-    rlimit saved_{};
-};
+    return await_ready(std::make_unique<Child>(argv));
+}
 
 size_t count_of(const std::string& text, const std::string& needle) {
     size_t n = 0;
@@ -270,10 +265,7 @@ TEST_CASE("a listener out of descriptors waits for one instead of spinning, then
 #endif
     TempDir dir;
     std::optional<RunningDaemon> d;
-    {
-        const FileLimit limit(64);  // for the daemon only: the test itself needs more
-        d.emplace(start_daemon(daemon_args(dir)));
-    }
+    d.emplace(start_with_file_limit(dir, 64, 64));
     // More connections than the daemon has descriptors left: the kernel completes them all
     // and queues the rest, which accept() then refuses with EMFILE.
     std::vector<agentgw::UniqueFd> held;
@@ -293,6 +285,34 @@ TEST_CASE("a listener out of descriptors waits for one instead of spinning, then
     CHECK(d->child->wait(15s) == 0);
     // One warning for the whole episode, not one per retry.
     CHECK(count_of(d->child->stderr_text(), "accept failed") == 1);
+}
+
+TEST_CASE("agentgwd raises its soft limit on open files to the hard one", "[daemon]") {
+    TempDir dir;
+    RunningDaemon d = start_with_file_limit(dir, 64, 1024);
+    // Three times as many agent connections as the soft limit, each open at once and answered.
+    std::vector<agentgw::UniqueFd> held;
+    for (int i = 0; i < 192; ++i) {
+        held.push_back(connect_tcp(d.base_url));
+    }
+    const std::string request = "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n";
+    int answered = 0;
+    for (const auto& fd : held) {
+        REQUIRE(::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(request.size()));
+        pollfd p{fd.get(), POLLIN, 0};
+        char buf[512];
+        if (::poll(&p, 1, 5000) != 1 || ::recv(fd.get(), buf, sizeof buf, 0) <= 12 ||
+            std::string_view(buf, 12) != "HTTP/1.1 200") {
+            break;  // not accepted: the rest would wait as long
+        }
+        ++answered;
+    }
+    CHECK(answered == 192);
+    CHECK_FALSE(d.child->stderr_text().find("Too many open files") != std::string::npos);
+    held.clear();
+    d.child->signal(SIGTERM);
+    CHECK(d.child->wait(15s) == 0);
 }
 
 TEST_CASE("settings come from flags, then environment, then the config file", "[daemon]") {
