@@ -23,10 +23,21 @@ void grow(std::string& s) {
     s.swap(bigger);
 }
 
-// Reads `fd` into a SecretString: to the end, or with `one_line` up to a newline (one byte at a
-// time, so nothing after the line is consumed). One trailing line end, LF or CRLF (a file
-// saved on Windows), is dropped.
-Result<SecretString> read_fd(int fd, bool one_line) {
+Error no_secret() {
+    return make_error(Code::invalid_argument, "no secret given (empty input)");
+}
+
+Error read_failed() {
+    return make_error(Code::io_error, std::string("cannot read the secret: ") + strerror(errno));
+}
+
+Error too_long() {
+    return make_error(Code::invalid_argument, "the secret is longer than 1 MiB");
+}
+
+// Reads all of `fd` into a SecretString. One trailing line end, LF or CRLF (a file saved on
+// Windows), is dropped.
+Result<SecretString> read_fd(int fd) {
     SecretString secret;
     std::string& s = secret.value();
     s.reserve(256);
@@ -36,20 +47,19 @@ Result<SecretString> read_fd(int fd, bool one_line) {
         }
         const size_t used = s.size();
         s.resize(s.capacity());  // within capacity: no reallocation
-        const ssize_t n = ::read(fd, s.data() + used, one_line ? 1 : s.size() - used);
+        const ssize_t n = ::read(fd, s.data() + used, s.size() - used);
         s.resize(n > 0 ? used + static_cast<size_t>(n) : used);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n < 0) {
-            return make_error(Code::io_error,
-                              std::string("cannot read the secret: ") + strerror(errno));
+            return read_failed();
         }
-        if (n == 0 || (one_line && s.back() == '\n')) {
+        if (n == 0) {
             break;
         }
         if (s.size() > k_max_secret) {
-            return make_error(Code::invalid_argument, "the secret is longer than 1 MiB");
+            return too_long();
         }
     }
     if (!s.empty() && s.back() == '\n') {
@@ -59,7 +69,7 @@ Result<SecretString> read_fd(int fd, bool one_line) {
         }
     }
     if (s.empty()) {
-        return make_error(Code::invalid_argument, "no secret given (empty input)");
+        return no_secret();
     }
     return secret;
 }
@@ -76,11 +86,13 @@ extern "C" void restore_terminal_and_reraise(int sig) {
     raise(sig);
 }
 
-// Echo off on the standard-input terminal for its lifetime; a fatal signal meanwhile restores
-// the terminal before the program ends.
-class EchoOff {
+// Echo and the kernel's line editing off on the standard-input terminal for its lifetime; a
+// fatal signal meanwhile restores the terminal before the program ends. The kernel's line
+// editing goes because it cuts a line at 4095 bytes, dropping the rest of a long pasted token
+// without a word; read_typed_line() does the editing instead.
+class QuietTerminal {
   public:
-    EchoOff() {
+    QuietTerminal() {
         if (tcgetattr(STDIN_FILENO, &g_saved_terminal) != 0) {
             return;
         }
@@ -91,22 +103,26 @@ class EchoOff {
             sigaction(k_fatal_signals[i], &action, &previous_[i]);
         }
         termios quiet = g_saved_terminal;
-        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO | ICANON);
+        quiet.c_cc[VMIN] = 1;  // each read returns as soon as a byte is there
+        quiet.c_cc[VTIME] = 0;
         active_ = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
         if (!active_) {
             restore_handlers();
         }
     }
-    ~EchoOff() {
+    ~QuietTerminal() {
         if (active_) {
             tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_terminal);
             restore_handlers();
         }
     }
-    EchoOff(const EchoOff&) = delete;
-    EchoOff& operator=(const EchoOff&) = delete;
+    QuietTerminal(const QuietTerminal&) = delete;
+    QuietTerminal& operator=(const QuietTerminal&) = delete;
 
     bool active() const noexcept { return active_; }
+    // The terminal's settings as they were, with the user's editing keys.
+    const termios& before() const noexcept { return g_saved_terminal; }
 
   private:
     void restore_handlers() noexcept {
@@ -119,6 +135,67 @@ class EchoOff {
     std::array<struct sigaction, k_fatal_signals.size()> previous_ = {};
 };
 
+// Whether `c` begins a UTF-8 character rather than continuing one.
+bool starts_character(char c) {
+    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+}
+
+// One line typed at the standard-input terminal, in the mode QuietTerminal sets: read a byte at
+// a time (nothing after the line is consumed), with the editing keys of `keys` applied as the
+// kernel would have: erase (and backspace) drops a character, kill the line, word-erase a word,
+// and end-of-file ends the line.
+Result<SecretString> read_typed_line(const termios& keys) {
+    SecretString secret;
+    std::string& s = secret.value();
+    s.reserve(256);
+    const auto is_key = [&keys](char c, int which) {
+        return keys.c_cc[which] != _POSIX_VDISABLE && static_cast<cc_t>(c) == keys.c_cc[which];
+    };
+    for (;;) {
+        char c = 0;
+        const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return read_failed();
+        }
+        if (n == 0 || c == '\n' || c == '\r' || is_key(c, VEOF)) {
+            break;  // n == 0: the terminal hung up
+        }
+        if (is_key(c, VERASE) || c == '\b') {
+            while (!s.empty()) {
+                const char last = s.back();
+                s.pop_back();  // the byte stays in the capacity, which is wiped at the end
+                if (starts_character(last)) {
+                    break;
+                }
+            }
+        } else if (is_key(c, VKILL)) {
+            s.clear();
+        } else if (is_key(c, VWERASE)) {
+            while (!s.empty() && s.back() == ' ') {
+                s.pop_back();
+            }
+            while (!s.empty() && s.back() != ' ') {
+                s.pop_back();
+            }
+        } else {
+            if (s.size() == s.capacity()) {
+                grow(s);
+            }
+            s.push_back(c);
+            if (s.size() > k_max_secret) {
+                return too_long();
+            }
+        }
+    }
+    if (s.empty()) {
+        return no_secret();
+    }
+    return secret;
+}
+
 }  // namespace
 
 void wipe(std::string& s) noexcept {
@@ -129,14 +206,15 @@ void wipe(std::string& s) noexcept {
 
 Result<SecretString> read_secret(std::string_view prompt) {
     if (isatty(STDIN_FILENO) == 0) {
-        return read_fd(STDIN_FILENO, false);
+        return read_fd(STDIN_FILENO);
     }
-    std::cerr << prompt << std::flush;
-    const EchoOff echo_off;
-    if (!echo_off.active()) {
+    const QuietTerminal quiet;
+    if (!quiet.active()) {
         return make_error(Code::io_error, "cannot turn off echo on the terminal");
     }
-    Result<SecretString> secret = read_fd(STDIN_FILENO, true);
+    // Only now: what is typed once the prompt shows is not flushed by the change of mode.
+    std::cerr << prompt << std::flush;
+    Result<SecretString> secret = read_typed_line(quiet.before());
     std::cerr << '\n';  // the user's Enter was not echoed
     return secret;
 }

@@ -34,8 +34,9 @@ class SecretString {
 };
 
 // Standard input when it is not a terminal, all of it (at most 1 MiB), minus one trailing
-// newline. On a terminal: writes `prompt` to stderr and reads one line with echo off; the
-// terminal is restored afterwards, also when a signal ends the program meanwhile.
+// newline. On a terminal: writes `prompt` to stderr and reads one line (of any length up to
+// 1 MiB, editing keys applied) with echo off; the terminal is restored afterwards, also when a
+// signal ends the program meanwhile.
 // Empty input is Code::invalid_argument; a read error is Code::io_error.
 Result<SecretString> read_secret(std::string_view prompt);
 

@@ -673,6 +673,26 @@ TEST_CASE("the proxy injects each credential type and forwards the request faith
         CHECK(requests[0].at("body") == big);
     }
 
+    SECTION("a secret typed at a terminal may be longer than a terminal line") {
+        // A terminal's own line editing would keep 4095 bytes of a pasted line and drop the
+        // rest; the prompt edits the line itself. A typo, erased, is typed in the middle.
+        const std::string secret = "sk-" + std::string(6000, 'k') + "-" + pid;
+        const std::string keys =
+            secret.substr(0, 3000) + "x\x7f\x7f" + secret.substr(2999) + "\n";  // ^? is erase
+        const RunResult typed = run({program_path("python3"), AGENTGW_TYPE_AT_TERMINAL,
+                                     "API key for bearer: ", AGENTGW_CLI_PATH, "--socket", g.socket,
+                                     "credential", "set", "bearer"},
+                                    {}, keys);
+        INFO("agentgw credential set: exit " << typed.code << "\n" << typed.out << typed.err);
+        REQUIRE(typed.code == 0);
+        CHECK(typed.out.find("kkkk") == std::string::npos);  // not echoed
+        g.upstream->clear_requests();
+        REQUIRE(g.call("GET", "/api/bearer/echo/typed", session_of(worker)).status == 200);
+        const auto requests = g.upstream->requests();
+        REQUIRE(requests.size() == 1);
+        CHECK(recorded_header(requests[0], "Authorization") == "Bearer " + secret);
+    }
+
     SECTION("the most specific credential wins") {
         g.set_credential("bearer", "sk-user-alice-" + pid, {"--user", "alice"});
         g.set_credential("bearer", "sk-agent-worker-" + pid, {"--agent", "worker"});
