@@ -136,6 +136,22 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
     try {
         app.parse(args);
+    } catch (const CLI::ConfigError& e) {
+        // CLI11 names neither the file nor, in words an operator would know, what is wrong.
+        const std::string file =
+            config_option->count() > 0 ? config_option->as<std::string>() : k_default_config;
+        std::string what = e.what();
+        constexpr std::string_view k_extra = "INI was not able to parse ";
+        if (what.starts_with(k_extra)) {
+            what = fmt::format(
+                "unknown setting \"{}\" (settings are the long options without "
+                "their \"--\", as agentgwd --help lists them)",
+                what.substr(k_extra.size()));
+        }
+        std::cerr << "agentgwd: " << file << ": " << what << '\n';
+        out.action = DaemonInvocation::Action::exit;
+        out.exit_code = 2;
+        return out;
     } catch (const CLI::ParseError& e) {
         out.action = DaemonInvocation::Action::exit;
         out.exit_code = app.exit(e);

@@ -351,7 +351,8 @@ TEST_CASE("bad settings are usage errors naming the problem", "[daemon]") {
     write_file(dir / "bad.conf", "listen = \"127.0.0.1:0\"\nbogus-key = 1\n");
     const auto unknown = run({AGENTGWD_PATH, "--config", (dir / "bad.conf").string()});
     CHECK(unknown.code == 2);
-    CHECK(unknown.err.find("bogus") != std::string::npos);
+    CHECK(unknown.err.find((dir / "bad.conf").string() + ": unknown setting \"bogus-key\"") !=
+          std::string::npos);
 
     const auto ttl = run({AGENTGWD_PATH, "--session-ttl", "5"});
     CHECK(ttl.code == 2);
