@@ -161,14 +161,22 @@ void keep_memory_private() {
 // Each agent connection being proxied holds an upstream connection too, so the soft limit on
 // descriptors that most services start with (1024) would refuse new agents at about 500 at
 // once, and upstream connections before that. Nothing here is bound by FD_SETSIZE (epoll, and
-// curl's multi-socket interface), so the soft limit goes up to the hard one.
+// curl's multi-socket interface), so the soft limit goes up towards the hard one, but no further
+// than k_max_descriptors: the limit on descriptors is also the limit on connections, and so on
+// the memory that local clients can make the daemon hold.
+constexpr rlim_t k_max_descriptors = 65536;
+
 void raise_descriptor_limit() {
     rlimit lim{};
-    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) {
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        return;
+    }
+    const rlim_t want = std::min(lim.rlim_max, k_max_descriptors);
+    if (lim.rlim_cur >= want) {
         return;
     }
     const rlim_t was = lim.rlim_cur;
-    lim.rlim_cur = lim.rlim_max;
+    lim.rlim_cur = want;
     if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
         spdlog::warn("cannot raise the limit on open files from {}: {}", was, std::strerror(errno));
         return;
@@ -469,8 +477,7 @@ int run_daemon(DaemonConfig config) {
     http::Limits agent_limits;
     agent_limits.body_limit = k_agent_body_limit;
     http::Limits control_limits;
-    control_limits.body_limit =
-        std::max(control_limits.body_limit, config.hub.publish_body_limit());
+    control_limits.body_limit = config.hub.publish_body_limit();
     auto bound = passed->proxy
                      ? server.adopt_tcp(*std::exchange(passed->proxy, std::nullopt), agent_routes,
                                         agent_limits, proxy_takeover(agent_api_ctx))

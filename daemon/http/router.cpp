@@ -49,7 +49,7 @@ std::optional<std::string> RequestContext::query_value(const std::string& name) 
 void Router::add(beast_http::verb method, std::string pattern, Handler handler,
                  Admission admission) {
     auto segments = split_pattern(pattern);
-    auto entry = std::make_pair(std::move(handler), std::move(admission));
+    Endpoint entry{std::move(handler), std::move(admission)};
     for (auto& route : routes_) {
         if (route.segments == segments) {
             route.handlers[method] = std::move(entry);
@@ -98,7 +98,7 @@ const Admission* Router::admission(const Request::header_type& header) const {
     for (const auto& m : match(segments_of(*url))) {
         const auto handler = m.route->handlers.find(header.method());
         if (handler != m.route->handlers.end()) {
-            return &handler->second.second;
+            return &handler->second.admission;
         }
     }
     return nullptr;
@@ -120,7 +120,7 @@ boost::asio::awaitable<Response> Router::dispatch(const Request& req, const Peer
         for (const auto& p : url->params()) {
             ctx.query.emplace(p.key, p.has_value ? p.value : std::string());
         }
-        co_return co_await handler->second.first(ctx);
+        co_return co_await handler->second.handler(ctx);
     }
     if (!matches.empty()) {
         std::set<std::string> verbs;

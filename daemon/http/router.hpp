@@ -8,7 +8,6 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -61,9 +60,13 @@ class Router {
     const Admission* admission(const Request::header_type& header) const;
 
   private:
+    struct Endpoint {
+        Handler handler;
+        Admission admission;
+    };
     struct Route {
         std::vector<std::string> segments;  // "{name}" marks a capture
-        std::map<beast_http::verb, std::pair<Handler, Admission>> handlers;
+        std::map<beast_http::verb, Endpoint> handlers;
     };
     struct Match {
         const Route* route;

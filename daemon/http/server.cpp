@@ -266,7 +266,9 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         if (observer_ && !peer.local && (!early || route_refused)) {
             observer_(full->get(), res.result_int());
         }
-        const bool keep_alive = !early && full->keep_alive() && !stopping_;  // all Connection lines
+        // A route's refusal at the header keeps the connection when no body is left unread.
+        const bool keep_alive = (!early || (route_refused && full->is_done())) &&
+                                full->keep_alive() && !stopping_;  // all Connection lines
         res.version(11);
         res.keep_alive(keep_alive);
         res.set(beast_http::field::server, "agentgwd");

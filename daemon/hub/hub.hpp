@@ -13,6 +13,7 @@
 // caller's executor.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -34,8 +35,11 @@ struct HubLimits {
     uint64_t quota_bytes = 64 * 1024 * 1024;  // live bytes of data per publishing agent
     size_t sweep_batch = 500;                 // expired blobs removed per sweep transaction
 
-    // The body a publish request may have: room for the largest blob, JSON-escaped.
-    size_t publish_body_limit() const noexcept { return 2 * max_data + 65536; }
+    // The body a publish request may have: room for the largest blob even with every byte of its
+    // data JSON-escaped as \u00XX (six bytes), and at least 1 MiB.
+    size_t publish_body_limit() const noexcept {
+        return std::max<size_t>(6 * max_data + 65536, 1024 * 1024);
+    }
 };
 
 // A blob to publish. The route has resolved names to ids; Hub::publish checks the rest.

@@ -821,6 +821,22 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
             CHECK(r->field("agentgw-error") == "unauthorized");
             CHECK(c.closed());
         }
+        // Asked to confirm first, it answers instead of inviting the body.
+        RawConnection asked(g.url);
+        asked.send(publish_head + "Expect: 100-continue\r\nContent-Length: 100\r\n\r\n");
+        const auto refused = asked.next();
+        REQUIRE(refused.has_value());
+        CHECK(refused->status == 401);
+        // With no body left unread, the connection stays open for the next request.
+        RawConnection kept(g.url);
+        kept.send(publish_head + "Content-Length: 0\r\n\r\n");
+        const auto empty = kept.next();
+        REQUIRE(empty.has_value());
+        CHECK(empty->status == 401);
+        kept.send("GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
+        const auto next = kept.next();
+        REQUIRE(next.has_value());
+        CHECK(next->status == 200);
     }
 
     SECTION("routes that take no body refuse a large one unread") {
@@ -849,7 +865,9 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
     }
 
     SECTION("an authenticated publish may be as large as the hub allows") {
-        const std::string data(1024 * 1024, 'x');  // the default hub_max_data
+        // The default hub_max_data, every byte of it a control character that JSON escapes as
+        // \u0001: a body of 6 MiB.
+        const std::string data(1024 * 1024, '\x01');
         const HttpReply r = http_request("POST", g.url + "/secure/agent/publish",
                                          json{{"name", "big"}, {"data", data}}.dump(),
                                          {"x-api-key: " + key, "Authorization: Bearer " + session,
