@@ -1,12 +1,15 @@
 #include "cli/secret.hpp"
 
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <iostream>
 #include <signal.h>
 #include <string.h>  // explicit_bzero
+#include <string_view>
 #include <termios.h>
 #include <unistd.h>
+#include <utility>
 
 namespace agentgw::cli {
 
@@ -76,9 +79,11 @@ Result<SecretString> read_fd(int fd) {
 
 constexpr std::array k_fatal_signals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
-// The terminal's settings before echo was turned off. Written before the handler is installed,
-// read by it; there is one prompt at a time.
+// The terminal's settings before and during the prompt, and the prompt. Written before the
+// handlers are installed, read by them; there is one prompt at a time.
 termios g_saved_terminal;
+termios g_quiet_terminal;
+std::string_view g_prompt;
 
 extern "C" void restore_terminal_and_reraise(int sig) {
     tcsetattr(STDIN_FILENO, TCSANOW, &g_saved_terminal);
@@ -86,8 +91,33 @@ extern "C" void restore_terminal_and_reraise(int sig) {
     raise(sig);
 }
 
+// ^Z at the prompt: the terminal has its own settings back while the program is stopped (the
+// shell must not inherit a terminal without echo), and the prompt's, with the prompt shown
+// again, once it continues.
+extern "C" void restore_terminal_and_stop(int) {
+    const int saved_errno = errno;
+    tcsetattr(STDIN_FILENO, TCSANOW, &g_saved_terminal);
+    struct sigaction stop = {};
+    stop.sa_handler = SIG_DFL;
+    sigemptyset(&stop.sa_mask);
+    struct sigaction mine = {};
+    sigaction(SIGTSTP, &stop, &mine);
+    sigset_t tstp;
+    sigemptyset(&tstp);
+    sigaddset(&tstp, SIGTSTP);
+    sigprocmask(SIG_UNBLOCK, &tstp, nullptr);  // blocked while its handler runs
+    raise(SIGTSTP);                            // stopped here until SIGCONT
+    sigaction(SIGTSTP, &mine, nullptr);
+    tcsetattr(STDIN_FILENO, TCSANOW, &g_quiet_terminal);
+    if (write(STDERR_FILENO, g_prompt.data(), g_prompt.size()) < 0) {
+        // nothing to do: the prompt is a courtesy
+    }
+    errno = saved_errno;
+}
+
 // Echo and the kernel's line editing off on the standard-input terminal for its lifetime; a
-// fatal signal meanwhile restores the terminal before the program ends. The kernel's line
+// fatal signal meanwhile restores the terminal before the program ends, and a stop (^Z) until
+// the program continues. The kernel's line
 // editing goes because it cuts a line at 4095 bytes, dropping the rest of a long pasted token
 // without a word; read_typed_line() does the editing instead.
 class QuietTerminal {
@@ -102,11 +132,13 @@ class QuietTerminal {
         for (size_t i = 0; i < k_fatal_signals.size(); ++i) {
             sigaction(k_fatal_signals[i], &action, &previous_[i]);
         }
-        termios quiet = g_saved_terminal;
-        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO | ICANON);
-        quiet.c_cc[VMIN] = 1;  // each read returns as soon as a byte is there
-        quiet.c_cc[VTIME] = 0;
-        active_ = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+        action.sa_handler = restore_terminal_and_stop;
+        sigaction(SIGTSTP, &action, &previous_stop_);
+        g_quiet_terminal = g_saved_terminal;
+        g_quiet_terminal.c_lflag &= ~static_cast<tcflag_t>(ECHO | ICANON);
+        g_quiet_terminal.c_cc[VMIN] = 1;  // each read returns as soon as a byte is there
+        g_quiet_terminal.c_cc[VTIME] = 0;
+        active_ = tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_quiet_terminal) == 0;
         if (!active_) {
             restore_handlers();
         }
@@ -129,10 +161,12 @@ class QuietTerminal {
         for (size_t i = 0; i < k_fatal_signals.size(); ++i) {
             sigaction(k_fatal_signals[i], &previous_[i], nullptr);
         }
+        sigaction(SIGTSTP, &previous_stop_, nullptr);
     }
 
     bool active_ = false;
     std::array<struct sigaction, k_fatal_signals.size()> previous_ = {};
+    struct sigaction previous_stop_ = {};
 };
 
 // Whether `c` begins a UTF-8 character rather than continuing one.
@@ -141,9 +175,10 @@ bool starts_character(char c) {
 }
 
 // One line typed at the standard-input terminal, in the mode QuietTerminal sets: read a byte at
-// a time (nothing after the line is consumed), with the editing keys of `keys` applied as the
-// kernel would have: erase (and backspace) drops a character, kill the line, word-erase a word,
-// and end-of-file ends the line.
+// a time, with the editing keys of `keys` applied as the kernel would have: erase (and
+// backspace) drops a character, kill the line, word-erase a word, literal-next takes the next
+// byte as it is, reprint is ignored (nothing shows), and end-of-file and the end-of-line keys
+// end the line. (What follows the line is flushed with the prompt's mode, as getpass does.)
 Result<SecretString> read_typed_line(const termios& keys) {
     SecretString secret;
     std::string& s = secret.value();
@@ -151,6 +186,10 @@ Result<SecretString> read_typed_line(const termios& keys) {
     const auto is_key = [&keys](char c, int which) {
         return keys.c_cc[which] != _POSIX_VDISABLE && static_cast<cc_t>(c) == keys.c_cc[which];
     };
+    const auto is_word = [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+    };
+    bool literal = false;  // the byte before was literal-next
     for (;;) {
         char c = 0;
         const ssize_t n = ::read(STDIN_FILENO, &c, 1);
@@ -160,34 +199,51 @@ Result<SecretString> read_typed_line(const termios& keys) {
         if (n < 0) {
             return read_failed();
         }
-        if (n == 0 || c == '\n' || c == '\r' || is_key(c, VEOF)) {
-            break;  // n == 0: the terminal hung up
+        if (n == 0) {
+            return make_error(Code::io_error, "the terminal closed before the line ended");
         }
-        if (is_key(c, VERASE) || c == '\b') {
-            while (!s.empty()) {
-                const char last = s.back();
-                s.pop_back();  // the byte stays in the capacity, which is wiped at the end
-                if (starts_character(last)) {
-                    break;
+        if (!std::exchange(literal, false)) {
+            if (c == '\n' || c == '\r' || is_key(c, VEOF) || is_key(c, VEOL) || is_key(c, VEOL2)) {
+                break;
+            }
+            if (is_key(c, VLNEXT)) {
+                literal = true;
+                continue;
+            }
+            if (is_key(c, VREPRINT)) {
+                continue;
+            }
+            if (is_key(c, VERASE) || c == '\b') {
+                while (!s.empty()) {
+                    const char last = s.back();
+                    s.pop_back();  // the byte stays in the capacity, which is wiped at the end
+                    if (starts_character(last)) {
+                        break;
+                    }
                 }
+                continue;
             }
-        } else if (is_key(c, VKILL)) {
-            s.clear();
-        } else if (is_key(c, VWERASE)) {
-            while (!s.empty() && s.back() == ' ') {
-                s.pop_back();
+            if (is_key(c, VKILL)) {
+                s.clear();
+                continue;
             }
-            while (!s.empty() && s.back() != ' ') {
-                s.pop_back();
+            if (is_key(c, VWERASE)) {
+                // As Linux does: what is not a word character, then a run of word characters.
+                while (!s.empty() && !is_word(s.back())) {
+                    s.pop_back();
+                }
+                while (!s.empty() && is_word(s.back())) {
+                    s.pop_back();
+                }
+                continue;
             }
-        } else {
-            if (s.size() == s.capacity()) {
-                grow(s);
-            }
-            s.push_back(c);
-            if (s.size() > k_max_secret) {
-                return too_long();
-            }
+        }
+        if (s.size() == s.capacity()) {
+            grow(s);
+        }
+        s.push_back(c);
+        if (s.size() > k_max_secret) {
+            return too_long();
         }
     }
     if (s.empty()) {
@@ -208,6 +264,7 @@ Result<SecretString> read_secret(std::string_view prompt) {
     if (isatty(STDIN_FILENO) == 0) {
         return read_fd(STDIN_FILENO);
     }
+    g_prompt = prompt;
     const QuietTerminal quiet;
     if (!quiet.active()) {
         return make_error(Code::io_error, "cannot turn off echo on the terminal");

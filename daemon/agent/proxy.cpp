@@ -104,9 +104,21 @@ bool climbs_when_decoded_again(std::string_view segment) {
 // Headers through which many servers take the method from the request instead of its line.
 constexpr std::string_view k_method_overrides[] = {"X-HTTP-Method-Override", "X-HTTP-Method",
                                                    "X-Method-Override"};
-// The query parameter through which others do (Laravel, Express' method-override): decoded,
-// as they read it.
-constexpr std::string_view k_method_parameter = "_method";
+// Whether a query parameter's key names the parameter through which others take it (Laravel,
+// Express' method-override): "_method" once decoded as PHP decodes it, with '+' for a space,
+// leading spaces dropped and ' ', '.' and '[' made '_' (so "+method" and ".method" count).
+bool is_method_parameter(boost::urls::pct_string_view key) {
+    if (key.decoded_size() < 7) {
+        return false;
+    }
+    boost::urls::encoding_opts plus_is_space;
+    plus_is_space.space_as_plus = true;
+    std::string name = key.decode(plus_is_space);
+    name.erase(0, name.find_first_not_of(' '));
+    std::replace_if(
+        name.begin(), name.end(), [](char c) { return c == ' ' || c == '.' || c == '['; }, '_');
+    return name == "_method";
+}
 
 Response bad_request(std::string_view message) {
     return http::error_response(HttpStatus::bad_request, "bad_request", message);
@@ -189,7 +201,7 @@ std::optional<Response> parse_target(AgentApiContext&, Call& call) {
         }
     }
     for (const auto param : url->encoded_params()) {
-        if (*param.key == k_method_parameter) {  // compared decoded, without a copy
+        if (is_method_parameter(param.key)) {
             add_override(param.has_value ? param.value.decode() : std::string());
         }
     }

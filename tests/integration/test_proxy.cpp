@@ -675,10 +675,13 @@ TEST_CASE("the proxy injects each credential type and forwards the request faith
 
     SECTION("a secret typed at a terminal may be longer than a terminal line") {
         // A terminal's own line editing would keep 4095 bytes of a pasted line and drop the
-        // rest; the prompt edits the line itself. A typo, erased, is typed in the middle.
+        // rest; the prompt edits the line itself. Typos are erased in the middle (^? erases a
+        // character, ^W a word). A ^Z stops nothing here (the test's terminal has no job
+        // control) but shows the prompt again. Pieces are separated by NUL (see the helper).
         const std::string secret = "sk-" + std::string(6000, 'k') + "-" + pid;
         const std::string keys =
-            secret.substr(0, 3000) + "x\x7f\x7f" + secret.substr(2999) + "\n";  // ^? is erase
+            secret.substr(0, 100) + '\0' + "\x1a" + '\0' + secret.substr(100, 2900) + "x\x7f\x7f" +
+            secret.substr(2999, 1001) + "+junk\x17\x7f" + secret.substr(4000) + "\n";
         const RunResult typed = run({program_path("python3"), AGENTGW_TYPE_AT_TERMINAL,
                                      "API key for bearer: ", AGENTGW_CLI_PATH, "--socket", g.socket,
                                      "credential", "set", "bearer"},
@@ -686,6 +689,8 @@ TEST_CASE("the proxy injects each credential type and forwards the request faith
         INFO("agentgw credential set: exit " << typed.code << "\n" << typed.out << typed.err);
         REQUIRE(typed.code == 0);
         CHECK(typed.out.find("kkkk") == std::string::npos);  // not echoed
+        const size_t prompt = typed.out.find("API key for bearer: ");
+        CHECK(typed.out.find("API key for bearer: ", prompt + 1) != std::string::npos);
         g.upstream->clear_requests();
         REQUIRE(g.call("GET", "/api/bearer/echo/typed", session_of(worker)).status == 200);
         const auto requests = g.upstream->requests();
@@ -889,7 +894,8 @@ TEST_CASE("the proxy authenticates agents and enforces grants before forwarding"
         }
         // So may it on one a _method query parameter names, decoded.
         for (const char* query : {"_method=delete", "q=1&_method=DeLeTe", "%5Fmethod=del%45te",
-                                  "_method=get&_method=delete"}) {
+                                  "_method=get&_method=delete", ".method=delete",
+                                  "%20_method=delete", "%20%5Bmethod=delete"}) {
             INFO("query " << query);
             check_gateway_error(g.call("GET", std::string("/api/echo/echo/allowed/yes?") + query,
                                        session_of(narrow)),
