@@ -77,13 +77,14 @@ Result<SecretString> read_fd(int fd) {
     return secret;
 }
 
-constexpr std::array k_fatal_signals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-
-// The terminal's settings before and during the prompt, and the prompt. Written before the
-// handlers are installed, read by them; there is one prompt at a time.
+// The terminal's settings before and during the prompt, the prompt, and whether a stop (^Z)
+// ended since the line was last looked at. Written before the handlers are installed, read by
+// them; there is one prompt at a time.
 termios g_saved_terminal;
 termios g_quiet_terminal;
-std::string_view g_prompt;
+const char* g_prompt = "";
+size_t g_prompt_size = 0;
+volatile sig_atomic_t g_continued = 0;
 
 extern "C" void restore_terminal_and_reraise(int sig) {
     tcsetattr(STDIN_FILENO, TCSANOW, &g_saved_terminal);
@@ -93,7 +94,8 @@ extern "C" void restore_terminal_and_reraise(int sig) {
 
 // ^Z at the prompt: the terminal has its own settings back while the program is stopped (the
 // shell must not inherit a terminal without echo), and the prompt's, with the prompt shown
-// again, once it continues.
+// again, once it continues. What was typed before is dropped, as the terminal itself drops a
+// half-typed line on ^Z: the user starts the line again.
 extern "C" void restore_terminal_and_stop(int) {
     const int saved_errno = errno;
     tcsetattr(STDIN_FILENO, TCSANOW, &g_saved_terminal);
@@ -109,7 +111,8 @@ extern "C" void restore_terminal_and_stop(int) {
     raise(SIGTSTP);                            // stopped here until SIGCONT
     sigaction(SIGTSTP, &mine, nullptr);
     tcsetattr(STDIN_FILENO, TCSANOW, &g_quiet_terminal);
-    if (write(STDERR_FILENO, g_prompt.data(), g_prompt.size()) < 0) {
+    g_continued = 1;
+    if (write(STDERR_FILENO, "\n", 1) < 0 || write(STDERR_FILENO, g_prompt, g_prompt_size) < 0) {
         // nothing to do: the prompt is a courtesy
     }
     errno = saved_errno;
@@ -117,27 +120,33 @@ extern "C" void restore_terminal_and_stop(int) {
 
 // Echo and the kernel's line editing off on the standard-input terminal for its lifetime; a
 // fatal signal meanwhile restores the terminal before the program ends, and a stop (^Z) until
-// the program continues. The kernel's line
-// editing goes because it cuts a line at 4095 bytes, dropping the rest of a long pasted token
-// without a word; read_typed_line() does the editing instead.
+// the program continues. (A signal the program was started ignoring stays ignored.) The
+// kernel's line editing goes because it cuts a line at 4095 bytes, dropping the rest of a long
+// pasted token without a word; read_typed_line() does the editing instead.
 class QuietTerminal {
   public:
-    QuietTerminal() {
+    explicit QuietTerminal(std::string_view prompt) {
         if (tcgetattr(STDIN_FILENO, &g_saved_terminal) != 0) {
             return;
         }
-        struct sigaction action = {};
-        action.sa_handler = restore_terminal_and_reraise;
-        sigemptyset(&action.sa_mask);
-        for (size_t i = 0; i < k_fatal_signals.size(); ++i) {
-            sigaction(k_fatal_signals[i], &action, &previous_[i]);
-        }
-        action.sa_handler = restore_terminal_and_stop;
-        sigaction(SIGTSTP, &action, &previous_stop_);
         g_quiet_terminal = g_saved_terminal;
         g_quiet_terminal.c_lflag &= ~static_cast<tcflag_t>(ECHO | ICANON);
         g_quiet_terminal.c_cc[VMIN] = 1;  // each read returns as soon as a byte is there
         g_quiet_terminal.c_cc[VTIME] = 0;
+        g_prompt = prompt.data();
+        g_prompt_size = prompt.size();
+        g_continued = 0;
+        for (size_t i = 0; i < k_handled_signals.size(); ++i) {
+            const int sig = k_handled_signals[i];
+            struct sigaction action = {};
+            action.sa_handler =
+                sig == SIGTSTP ? restore_terminal_and_stop : restore_terminal_and_reraise;
+            sigemptyset(&action.sa_mask);
+            sigaction(sig, nullptr, &previous_[i]);
+            if (previous_[i].sa_handler != SIG_IGN) {
+                sigaction(sig, &action, nullptr);
+            }
+        }
         active_ = tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_quiet_terminal) == 0;
         if (!active_) {
             restore_handlers();
@@ -145,8 +154,18 @@ class QuietTerminal {
     }
     ~QuietTerminal() {
         if (active_) {
+            // No stop or fatal signal between the two steps: either would put back the wrong
+            // settings (the prompt's on continuing, or none at all).
+            sigset_t handled;
+            sigset_t before;
+            sigemptyset(&handled);
+            for (const int sig : k_handled_signals) {
+                sigaddset(&handled, sig);
+            }
+            sigprocmask(SIG_BLOCK, &handled, &before);
             tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_terminal);
             restore_handlers();
+            sigprocmask(SIG_SETMASK, &before, nullptr);
         }
     }
     QuietTerminal(const QuietTerminal&) = delete;
@@ -157,16 +176,16 @@ class QuietTerminal {
     const termios& before() const noexcept { return g_saved_terminal; }
 
   private:
+    static constexpr std::array k_handled_signals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP};
+
     void restore_handlers() noexcept {
-        for (size_t i = 0; i < k_fatal_signals.size(); ++i) {
-            sigaction(k_fatal_signals[i], &previous_[i], nullptr);
+        for (size_t i = 0; i < k_handled_signals.size(); ++i) {
+            sigaction(k_handled_signals[i], &previous_[i], nullptr);
         }
-        sigaction(SIGTSTP, &previous_stop_, nullptr);
     }
 
     bool active_ = false;
-    std::array<struct sigaction, k_fatal_signals.size()> previous_ = {};
-    struct sigaction previous_stop_ = {};
+    std::array<struct sigaction, k_handled_signals.size()> previous_ = {};
 };
 
 // Whether `c` begins a UTF-8 character rather than continuing one.
@@ -183,8 +202,14 @@ Result<SecretString> read_typed_line(const termios& keys) {
     SecretString secret;
     std::string& s = secret.value();
     s.reserve(256);
-    const auto is_key = [&keys](char c, int which) {
-        return keys.c_cc[which] != _POSIX_VDISABLE && static_cast<cc_t>(c) == keys.c_cc[which];
+    // Literal-next, word-erase, reprint and the second end-of-line key are extensions, which the
+    // terminal honours only with IEXTEN.
+    const bool extended = (keys.c_lflag & IEXTEN) != 0;
+    const auto is_key = [&keys, extended](char c, int which) {
+        const bool extension =
+            which == VLNEXT || which == VWERASE || which == VREPRINT || which == VEOL2;
+        return (extended || !extension) && keys.c_cc[which] != _POSIX_VDISABLE &&
+               static_cast<cc_t>(c) == keys.c_cc[which];
     };
     const auto is_word = [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
@@ -193,6 +218,14 @@ Result<SecretString> read_typed_line(const termios& keys) {
     for (;;) {
         char c = 0;
         const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+        if (g_continued != 0) {
+            // Stopped and continued: the line starts again. A byte read meanwhile was typed
+            // before the stop (the terminal drops what was not read by then).
+            g_continued = 0;
+            s.clear();
+            literal = false;
+            continue;
+        }
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -264,8 +297,7 @@ Result<SecretString> read_secret(std::string_view prompt) {
     if (isatty(STDIN_FILENO) == 0) {
         return read_fd(STDIN_FILENO);
     }
-    g_prompt = prompt;
-    const QuietTerminal quiet;
+    const QuietTerminal quiet(prompt);
     if (!quiet.active()) {
         return make_error(Code::io_error, "cannot turn off echo on the terminal");
     }

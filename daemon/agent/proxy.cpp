@@ -105,8 +105,9 @@ bool climbs_when_decoded_again(std::string_view segment) {
 constexpr std::string_view k_method_overrides[] = {"X-HTTP-Method-Override", "X-HTTP-Method",
                                                    "X-Method-Override"};
 // Whether a query parameter's key names the parameter through which others take it (Laravel,
-// Express' method-override): "_method" once decoded as PHP decodes it, with '+' for a space,
-// leading spaces dropped and ' ', '.' and '[' made '_' (so "+method" and ".method" count).
+// Express' method-override): "_method" once read as PHP reads a name: decoded with '+' for a
+// space, cut at a NUL, leading spaces dropped, and ' ' and '.' made '_' (so ".method",
+// "%20_method" and "_method%00x" count).
 bool is_method_parameter(boost::urls::pct_string_view key) {
     if (key.decoded_size() < 7) {
         return false;
@@ -114,9 +115,10 @@ bool is_method_parameter(boost::urls::pct_string_view key) {
     boost::urls::encoding_opts plus_is_space;
     plus_is_space.space_as_plus = true;
     std::string name = key.decode(plus_is_space);
+    name.resize(std::min(name.find('\0'), name.size()));
     name.erase(0, name.find_first_not_of(' '));
     std::replace_if(
-        name.begin(), name.end(), [](char c) { return c == ' ' || c == '.' || c == '['; }, '_');
+        name.begin(), name.end(), [](char c) { return c == ' ' || c == '.'; }, '_');
     return name == "_method";
 }
 
