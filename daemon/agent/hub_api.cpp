@@ -59,6 +59,18 @@ std::variant<Agent, Response> authenticate_hub(const AgentApiContext& ctx,
     return std::get<Agent>(std::move(by_session));
 }
 
+// The agent named by the request's credentials, or the answer to give, which is audited as the
+// system's (no agent is established): with target "hub", since a retrieval's path holds a token.
+std::variant<Agent, Response> admit_hub(AgentApiContext& ctx, std::string_view action,
+                                        const http::Request::header_type& header) {
+    auto who = authenticate_hub(ctx, header);
+    if (const auto* refusal = std::get_if<Response>(&who)) {
+        ctx.audit.record({"system", std::string(action), "hub",
+                          std::string((*refusal)["Agentgw-Error"]), json::object()});
+    }
+    return who;
+}
+
 // Whether the client asked for the bare data: an Accept naming text/plain and not JSON.
 bool wants_plain_text(std::string_view accept) {
     bool plain = false;
@@ -84,9 +96,10 @@ bool wants_plain_text(std::string_view accept) {
 // limit's headers on whatever comes back.
 using HubStep = std::function<asio::awaitable<Response>(http::RequestContext&, const Agent&)>;
 
-http::Handler hub_route(AgentApiContext& ctx, HubStep step) {
-    return [&ctx, step = std::move(step)](http::RequestContext& c) -> asio::awaitable<Response> {
-        auto who = authenticate_hub(ctx, c.req);
+http::Handler hub_route(AgentApiContext& ctx, std::string_view action, HubStep step) {
+    return [&ctx, action,
+            step = std::move(step)](http::RequestContext& c) -> asio::awaitable<Response> {
+        auto who = admit_hub(ctx, action, c.req);
         if (auto* refusal = std::get_if<Response>(&who)) {
             co_return std::move(*refusal);
         }
@@ -127,7 +140,7 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
     publish_admission.body_limit = ctx.hub.limits().publish_body_limit();
     publish_admission.check =
         [&ctx](const http::Request::header_type& header) -> std::optional<Response> {
-        auto who = authenticate_hub(ctx, header);
+        auto who = admit_hub(ctx, "hub.publish", header);
         if (auto* refusal = std::get_if<Response>(&who)) {
             return std::move(*refusal);
         }
@@ -135,7 +148,7 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
     };
     router.add(
         verb::post, "/secure/agent/publish",
-        hub_route(ctx,
+        hub_route(ctx, "hub.publish",
                   [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
                       auto body = JsonBody::parse(c.req.body(),
                                                   {"name", "data", "ttl", "once", "recipients"});
@@ -179,32 +192,33 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
 
     router.add(
         verb::get, "/secure/retrieve/{token}",
-        hub_route(
-            ctx, [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
-                const std::string& token = c.param("token");
-                const std::string target = "blob:" + ctx.hub.fingerprint(token);
-                auto blob = co_await ctx.hub.retrieve(token, agent.id);
-                if (!blob) {
-                    ctx.audit.record({"agent:" + agent.id, "hub.retrieve", target,
-                                      outcome_of(blob.error()), json::object()});
-                    co_return http::error_response(blob.error());
-                }
-                ctx.audit.record(
-                    {"agent:" + agent.id, "hub.retrieve", target, "ok"},
-                    DetailsText().add("name", blob->name).add("once", blob->once).take());
-                if (wants_plain_text(c.req[boost::beast::http::field::accept])) {
-                    Response res{HttpStatus::ok, 11};
-                    res.set(boost::beast::http::field::content_type, "text/plain; charset=utf-8");
-                    res.set(boost::beast::http::field::cache_control, "no-store");
-                    res.body() = blob->data;
-                    co_return res;
-                }
-                co_return http::json_response(HttpStatus::ok, blob_json(token, *blob));
-            }));
+        hub_route(ctx, "hub.retrieve",
+                  [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
+                      const std::string& token = c.param("token");
+                      const std::string target = "blob:" + ctx.hub.fingerprint(token);
+                      auto blob = co_await ctx.hub.retrieve(token, agent.id);
+                      if (!blob) {
+                          ctx.audit.record({"agent:" + agent.id, "hub.retrieve", target,
+                                            outcome_of(blob.error()), json::object()});
+                          co_return http::error_response(blob.error());
+                      }
+                      ctx.audit.record(
+                          {"agent:" + agent.id, "hub.retrieve", target, "ok"},
+                          DetailsText().add("name", blob->name).add("once", blob->once).take());
+                      if (wants_plain_text(c.req[boost::beast::http::field::accept])) {
+                          Response res{HttpStatus::ok, 11};
+                          res.set(boost::beast::http::field::content_type,
+                                  "text/plain; charset=utf-8");
+                          res.set(boost::beast::http::field::cache_control, "no-store");
+                          res.body() = blob->data;
+                          co_return res;
+                      }
+                      co_return http::json_response(HttpStatus::ok, blob_json(token, *blob));
+                  }));
 
     router.add(
         verb::delete_, "/secure/retrieve/{token}",
-        hub_route(ctx,
+        hub_route(ctx, "hub.delete",
                   [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
                       const std::string& token = c.param("token");
                       const std::string target = "blob:" + ctx.hub.fingerprint(token);

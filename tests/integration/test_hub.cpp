@@ -632,6 +632,10 @@ TEST_CASE("no blob data or token on disk, in the log or in the audit log", "[hub
         http_request("PUT", g.url() + "/secure/retrieve/" + once_token, "x", bob.auth());
     check_error(wrong_method, 405, "method_not_allowed");
     CHECK_FALSE(contains(wrong_method.body, once_token));
+    // Refused credentials are audited as the system's, without the token in the path.
+    check_error(http_request("GET", g.url() + "/secure/retrieve/" + token, {},
+                             {"x-api-key: agw_not-a-key", "Authorization: Bearer not-a-session"}),
+                401, "unauthorized");
     const std::string fingerprint_target_pattern = "blob:[0-9a-f]{16}";
 
     // The audit entries are written in batches: wait for the last one (the refused retrieval).
@@ -643,7 +647,7 @@ TEST_CASE("no blob data or token on disk, in the log or in the audit log", "[hub
         for (const auto& e : entries) {
             hub_entries += e.value("action", "").rfind("hub.", 0) == 0 ? 1 : 0;
         }
-        if (hub_entries >= 8 || std::chrono::steady_clock::now() > deadline) {
+        if (hub_entries >= 9 || std::chrono::steady_clock::now() > deadline) {
             break;
         }
         std::this_thread::sleep_for(50ms);
@@ -654,18 +658,26 @@ TEST_CASE("no blob data or token on disk, in the log or in the audit log", "[hub
     }
     INFO(entries.dump(1));
     CHECK(by_action["hub.publish"].size() == 2);
-    CHECK(by_action["hub.retrieve"].size() == 4);
+    CHECK(by_action["hub.retrieve"].size() == 5);
     CHECK(by_action["hub.delete"].size() == 2);
     std::set<std::string> targets;
+    size_t refused = 0;
     for (const char* action : {"hub.publish", "hub.retrieve", "hub.delete"}) {
         for (const auto& e : by_action[action]) {
             const std::string target = e.value("target", "");
+            if (e.value("actor", "") == "system") {
+                CHECK(target == "hub");
+                CHECK(e.value("outcome", "") == "unauthorized");
+                ++refused;
+                continue;
+            }
             CHECK(std::regex_match(target, std::regex(fingerprint_target_pattern)));
             CHECK(e.value("actor", "").rfind("agent:", 0) == 0);
             targets.insert(target);
         }
     }
     CHECK(targets.size() == 2);  // one fingerprint per token, the same in every entry
+    CHECK(refused == 1);
     const std::string audit_text = entries.dump();
     const HttpReply metrics = http_request("GET", g.url() + "/metrics");
     REQUIRE(metrics.status == 200);
