@@ -160,22 +160,20 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
                               input = s.error();
                           }
                       }
-                      if (!input) {
+                      const auto refuse = [&](const Error& e) {
                           ctx.audit.record({"agent:" + agent.id,
                                             "hub.publish",
                                             "hub",
-                                            outcome_of(input.error()),
-                                            {{"message", input.error().message}}});
-                          co_return http::error_response(input.error());
+                                            outcome_of(e),
+                                            {{"message", e.message}}});
+                          return http::error_response(e);
+                      };
+                      if (!input) {
+                          co_return refuse(input.error());
                       }
                       const auto published = co_await ctx.hub.publish(*input);
                       if (!published) {
-                          ctx.audit.record({"agent:" + agent.id,
-                                            "hub.publish",
-                                            "hub",
-                                            outcome_of(published.error()),
-                                            {{"message", published.error().message}}});
-                          co_return http::error_response(published.error());
+                          co_return refuse(published.error());
                       }
                       ctx.audit.record({"agent:" + agent.id, "hub.publish",
                                         "blob:" + published->fingerprint, "ok"},
