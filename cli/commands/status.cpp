@@ -1,4 +1,4 @@
-// agentgw status: the daemon's version, uptime, listeners and vault state.
+// agentgw status: the daemon's version, uptime, listeners, records and vault state.
 #include <ostream>
 #include <string>
 #include <vector>
@@ -12,6 +12,18 @@
 namespace agentgw::cli {
 
 namespace {
+
+// How many users, agents and credentials the vault holds; "?" for a count the daemon could
+// not read.
+std::string record_counts(const nlohmann::json& counts) {
+    const auto count = [&](const char* key) {
+        const auto it = counts.find(key);
+        return it != counts.end() && it->is_number_integer() ? std::to_string(it->get<int64_t>())
+                                                             : std::string("?");
+    };
+    return fmt::format("{} user(s), {} agent(s), {} credential(s)", count("users"), count("agents"),
+                       count("credentials"));
+}
 
 // Every string is shown through printable(): the services file's path and the reload error
 // (which may quote the file) come from outside the daemon.
@@ -29,6 +41,7 @@ void print_status(std::ostream& out, const nlohmann::json& s) {
         {"control socket", printable(s.at("listeners").at("control_socket").get<std::string>())},
         {"vault", printable(fmt::format("{} ({})", vault.at("state").get<std::string>(),
                                         vault.at("dir").get<std::string>()))},
+        {"records", record_counts(counts)},
         {"reauth required",
          reauth == 0 ? std::string("none")
                      : fmt::format("{} credential(s): see agentgw credential list", reauth)}};

@@ -292,6 +292,9 @@ TEST_CASE("agentgw --json drives users, agents, services and status", "[cli]") {
     CHECK(status["counts"]["credentials"] == 0);
     CHECK(status["vault"]["state"] == "open");
     CHECK(status["audit"]["entries"].is_number_integer());
+    const RunResult table = g.cli({"status"}, false);
+    CHECK(table.code == 0);
+    CHECK(contains(table.out, "1 user(s), 1 agent(s), 0 credential(s)"));
 
     // Removal: an agent, then its (now agent-less) owner. Nothing to report: {"ok":true}.
     CHECK(g.ok({"agent", "rm", "worker"}) == json{{"ok", true}});
