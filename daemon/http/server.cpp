@@ -145,7 +145,9 @@ bool is_disconnect(const beast::error_code& ec) {
 }  // namespace
 
 bool expects_continue(const Request::header_type& h) {
-    return beast::iequals(h[beast_http::field::expect], "100-continue");
+    // The expectation of an HTTP/1.0 request is ignored (RFC 9110 §10.1.1): such a client
+    // knows no 1xx answer and could take one for the final answer.
+    return h.version() >= 11 && beast::iequals(h[beast_http::field::expect], "100-continue");
 }
 
 Server::~Server() {

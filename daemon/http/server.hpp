@@ -56,7 +56,8 @@ struct Takeover {
     ExchangeHandler handler;
 };
 
-// Whether the request asks for "100 Continue" before it sends its body.
+// Whether the request asks for "100 Continue" before it sends its body, and may get one (it
+// is HTTP/1.1).
 bool expects_continue(const Request::header_type& header);
 
 // Told about every response the TCP listener's router produced (not those of a Takeover).

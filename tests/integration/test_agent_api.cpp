@@ -864,6 +864,26 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
         CHECK(r->status == 200);
     }
 
+    SECTION("only an HTTP/1.1 request is invited to send its body") {
+        const std::string login =
+            "POST /login HTTP/1.1\r\nHost: gw\r\nusername: alice-agent\r\n"
+            "x-api-key: " +
+            key + "\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        RawConnection invited(g.url);
+        invited.send(login);
+        const auto go_on = invited.next();
+        REQUIRE(go_on.has_value());
+        CHECK(go_on->status == 100);
+        // An HTTP/1.0 client knows no 1xx answer: its expectation is ignored.
+        RawConnection old(g.url);
+        old.send(std::string(login).replace(login.find("HTTP/1.1"), 8, "HTTP/1.0"));
+        CHECK_FALSE(old.next(std::chrono::milliseconds(500)).has_value());
+        old.send("{}");
+        const auto answer = old.next();
+        REQUIRE(answer.has_value());
+        CHECK(answer->status == 200);
+    }
+
     SECTION("an authenticated publish may be as large as the hub allows") {
         // The default hub_max_data, every byte of it a control character that JSON escapes as
         // \u0001: a body of 6 MiB.
