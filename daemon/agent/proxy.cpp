@@ -676,14 +676,16 @@ class ProxyExchange {
         return refusal;
     }
 
-    // Reads the next piece of the request body into [data, data + size): how many bytes came,
-    // or the answer the client gets instead.
+    // Reads the next piece of the request body into [data, data + size): how many bytes came
+    // (as soon as any do, so that a piece goes upstream as the agent sends it; 0 when only
+    // framing came), or the answer the client gets instead. The read timeout is between reads,
+    // not for the piece: an agent sending slowly but steadily is not cut off.
     asio::awaitable<std::variant<size_t, Response>> read_body_piece(BodyParser& body, char* data,
                                                                     size_t size) {
         body.get().body().data = data;
         body.get().body().size = size;
         ex_.stream.expires_after(ex_.limits.read_timeout);
-        auto [ec, n] = co_await beast_http::async_read(ex_.stream, ex_.buffer, body, k_tuple);
+        auto [ec, n] = co_await beast_http::async_read_some(ex_.stream, ex_.buffer, body, k_tuple);
         if (ec == beast_http::error::need_buffer) {
             ec = {};
         }

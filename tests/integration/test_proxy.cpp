@@ -1687,6 +1687,35 @@ TEST_CASE("request bodies arrive whole, read ahead or streamed", "[proxy][body]"
         }
     }
 
+    SECTION("a chunked body goes upstream piece by piece as the agent sends it") {
+        RawConnection c(g.port);
+        c.send("POST /api/echo/echo/pieces?record_pieces=1 HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+               worker.session +
+               "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nfirst\r\n");
+        // The upstream has the first piece while the agent still holds back the rest.
+        auto pieces = [&] {
+            std::vector<std::string> out;
+            for (const json& r : g.upstream->requests()) {
+                if (r.contains("piece")) {
+                    out.push_back(r.at("piece"));
+                }
+            }
+            return out;
+        };
+        const auto deadline = SteadyClock::now() + 5s;
+        while (pieces().empty() && SteadyClock::now() < deadline) {
+            std::this_thread::sleep_for(20ms);
+        }
+        CHECK(pieces() == std::vector<std::string>{"first"});
+        c.send("6\r\nsecond\r\n0\r\n\r\n");
+        const RawReply reply = c.read_until_close();
+        CHECK(reply.status == 200);
+        CHECK(pieces() == std::vector<std::string>{"first", "second"});
+        std::vector<json> requests = g.upstream->requests();
+        REQUIRE_FALSE(requests.empty());
+        CHECK(requests.back().at("body") == "firstsecond");
+    }
+
     SECTION("a body cut short is refused and never forwarded") {
         RawConnection c(g.port);
         c.send("POST /api/echo/echo/cut HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session +

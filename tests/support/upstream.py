@@ -31,6 +31,9 @@ Command line:
     the client's port, which tells one connection from another. A request whose
     body could not be read (bad chunked framing, short body) gets an extra "error" field.
     Request lines the standard library itself rejects (e.g. malformed) are not recorded.
+    A request with the query parameter `record_pieces` and a chunked body also gets a line
+    {"piece": "<chunk data as latin-1>", "path": ...} for each chunk as it arrives, before
+    the rest of the body is read.
 
 Endpoints (any method unless noted; /v1/... paths match exactly, the others by prefix;
 query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
@@ -269,6 +272,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             parts.append(data)
             if len(data) != size:
                 raise BadRequest("truncated chunk")
+            if "record_pieces" in self.req_query and self.server.recorder is not None:
+                self.server.recorder.write({"piece": data.decode("latin-1"), "path": self.req_path})
             if self.rfile.readline(1024) not in (b"\r\n", b"\n"):
                 raise BadRequest("missing CRLF after chunk data")
         # Trailer section: header lines up to an empty line; ignored.
