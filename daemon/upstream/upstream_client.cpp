@@ -508,6 +508,11 @@ std::unique_ptr<Transfer> UpstreamClient::start(const UpstreamRequest& r,
     // on this handle set; this one's method follows.
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, nullptr);
+    // A HEAD's answer ends with its head, so a body an upstream sends anyway (one that
+    // honoured a method override, or a faulty one) would stay on the connection and be read as
+    // the answer to the next request sent on it, another agent's maybe: the connection is
+    // closed after a HEAD instead of going back to the pool.
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, r.method == "HEAD" ? 1L : 0L);
     if (r.method == "HEAD") {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (r.method != "GET" || r.has_body) {

@@ -1576,6 +1576,24 @@ TEST_CASE("answers to HEAD carry no content and a kept-alive connection stays in
     CHECK(statuses == std::vector<int>{405, 405, 401, 404, 200, 200});
 }
 
+TEST_CASE("a body an upstream sends to a HEAD is never read as the next answer", "[proxy][head]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    // An upstream that honours the override answers the HEAD as a GET, body and all: that
+    // body must not be left on a pooled connection for the next request to read.
+    const RawReply head = raw_exchange(
+        g.port, "HEAD /api/echo/head-body HTTP/1.1\r\nHost: x\r\nX-Session-ID: " + worker.session +
+                    "\r\nX-HTTP-Method-Override: GET\r\nConnection: close\r\n\r\n");
+    CHECK(head.status == 200);
+    CHECK(head.body.empty());
+    std::this_thread::sleep_for(300ms);  // the stray body has come by now
+    const HttpReply next = g.call("GET", "/api/echo/echo/next", session_of(worker));
+    INFO(next.body);
+    CHECK(next.status == 200);
+    CHECK_FALSE(contains(next.body, "forged"));
+    CHECK(contains(next.body, "/echo/next"));
+}
+
 TEST_CASE("an HTTP/1.0 client gets a body of unknown length unchunked up to the close",
           "[proxy][head]") {
     Gateway g;

@@ -67,6 +67,10 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
   /bad-head?kind=K        200 JSON whose head holds a malformed field: K=name gives
                           "Bad Name: x", K=cr a value with a bare CR ("a\rb"). The
                           connection is closed after it.
+  /head-body              200 announcing a text/plain body, which it sends 100 ms after the
+                          head even to a HEAD, as an upstream that honoured a method
+                          override (HEAD with X-HTTP-Method-Override: GET) would; the body
+                          is itself a whole response ("forged"). The connection stays open.
   /te-and-length          Transfer-Encoding: chunked together with Content-Length: 5, and a
                           chunked body of 26 bytes ("abcdefghijklmnopqrstuvwxyz"). Closed after.
   /interim?count=N&interval_ms=M
@@ -338,6 +342,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ("/big-head", self._big_head),
             ("/bad-head", self._bad_head),
             ("/te-and-length", self._te_and_length),
+            ("/head-body", self._head_body),
             ("/reset", self._reset),
             ("/switch", self._switch),
         ]
@@ -552,6 +557,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._raw_answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + field +
                          b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
                          body)
+
+    def _head_body(self) -> None:
+        forged = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nforged"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(forged)))
+        self.end_headers()
+        self.wfile.flush()
+        time.sleep(0.1)
+        self.wfile.write(forged)
+        self.wfile.flush()
 
     def _te_and_length(self) -> None:
         self._raw_answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
