@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <iterator>
+#include <memory>
+#include <sys/socket.h>
 #include <variant>
 #include <vector>
 
@@ -43,6 +46,56 @@ constexpr auto k_tuple = asio::as_tuple(asio::use_awaitable);
 // pause and no wake-up per piece. Longer or chunked bodies stream through as the upstream
 // takes them.
 constexpr uint64_t k_whole_body = 64 * 1024;
+
+// Watches the agent's socket while nothing is read from it, as the upstream works on its
+// answer: when the agent closes its connection (or it is reset), the exchange is abandoned
+// rather than left to run, holding an upstream connection, until the upstream answers. Bytes
+// waiting to be read (a request sent ahead) mean the agent is still there, and end the watch.
+// As with nginx, an agent that shuts down only its sending side counts as gone.
+class AgentWatch {
+  public:
+    AgentWatch(asio::ip::tcp::socket& socket, upstream::Transfer& transfer)
+        : socket_(socket), transfer_(transfer) {
+        // Armed before the first look, so that a close coming between the two is seen by one.
+        socket_.async_wait(asio::socket_base::wait_read,
+                           [this, state = state_](const boost::system::error_code& ec) {
+                               if (!ec && !state->stopped) {
+                                   look();
+                               }
+                           });
+        look();
+    }
+    ~AgentWatch() {
+        state_->stopped = true;  // a wait already complete must not look any more
+        boost::system::error_code ignored;
+        socket_.cancel(ignored);
+    }
+    AgentWatch(const AgentWatch&) = delete;
+    AgentWatch& operator=(const AgentWatch&) = delete;
+
+    bool agent_left() const { return state_->left; }
+
+  private:
+    void look() {
+        if (state_->left) {
+            return;
+        }
+        char byte = 0;
+        const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            state_->left = true;
+            transfer_.abandon("the agent closed its connection");
+        }
+    }
+
+    struct State {
+        bool stopped = false;
+        bool left = false;
+    };
+    asio::ip::tcp::socket& socket_;
+    upstream::Transfer& transfer_;
+    std::shared_ptr<State> state_ = std::make_shared<State>();
+};
 
 // What the stages learn about one request as it passes through them.
 struct Call {
@@ -798,7 +851,21 @@ class ProxyExchange {
         const bool keep_alive = client_keep_alive && body_complete;
 
         for (;;) {
-            if (auto failure = co_await transfer->wait_head()) {
+            std::optional<upstream::Failure> failure;
+            bool agent_left = false;
+            {
+                const AgentWatch watch(ex_.stream.socket(), *transfer);
+                failure = co_await transfer->wait_head();
+                agent_left = watch.agent_left();
+            }
+            if (agent_left) {
+                // Nobody to answer: 499, as nginx logs a request its client closed.
+                latency_ms_ = elapsed_ms();
+                transfer.reset();
+                audit(499, "client_gone", bytes_in, 0);
+                co_return false;
+            }
+            if (failure) {
                 latency_ms_ = elapsed_ms();
                 const bool timed_out = failure->kind == upstream::Failure::Kind::timeout;
                 ctx_.metrics.count_upstream_error(

@@ -260,6 +260,10 @@ void Transfer::arm_deadline() {
         });
 }
 
+void Transfer::abandon(std::string why) {
+    fail(Failure{Failure::Kind::broken, std::move(why)});
+}
+
 void Transfer::fail(Failure failure) {
     if (done_) {
         return;

@@ -89,6 +89,10 @@ class Transfer {
 
     // Resumes when the response head is complete, or with the failure that ended the exchange.
     boost::asio::awaitable<std::optional<Failure>> wait_head();
+
+    // Ends the exchange from the owner's side (the agent went away), with a failure of kind
+    // `broken` saying `why`: the upstream connection is closed, and a waiting call resumes.
+    void abandon(std::string why);
     const ResponseHead& head() const { return head_; }
     ResponseHead& head() { return head_; }  // the owner may take the headers once it has it
 

@@ -1487,6 +1487,44 @@ TEST_CASE("an upstream answering an upload before reading it is relayed and not 
     CHECK(r.body.size() == 262144);
 }
 
+TEST_CASE("an agent that leaves before the answer has its upstream exchange abandoned",
+          "[proxy][upstream]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    auto recorded = [&](const std::string& field) {
+        for (const json& r : g.upstream->requests()) {
+            if (r.contains(field)) {
+                return std::optional<json>(r);
+            }
+        }
+        return std::optional<json>();
+    };
+    auto wait_for = [&](const std::string& field) {
+        const auto deadline = SteadyClock::now() + 5s;
+        while (!recorded(field) && SteadyClock::now() < deadline) {
+            std::this_thread::sleep_for(20ms);
+        }
+        return recorded(field);
+    };
+    {
+        RawConnection c(g.port);
+        c.send("GET /api/echo/stall?secs=20&watch=1 HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+               worker.session + "\r\n\r\n");
+        REQUIRE(wait_for("method"));  // the upstream is working on it
+    }                                 // the agent gives up and closes its connection
+    // The upstream sees its connection closed long before its 20 s (and the service's 60 s
+    // timeout) are up.
+    const auto gone = wait_for("gone");
+    REQUIRE(gone);
+    CHECK(gone->at("after").get<double>() < 5.0);
+    const json entries = g.audit_entries("proxy", 1);
+    REQUIRE(entries.size() == 1);
+    CHECK(entries[0].at("outcome") == "client_gone");
+    CHECK(entries[0].at("details").at("status") == 499);
+    // The daemon goes on serving.
+    CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
+}
+
 TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][reuse]") {
     Gateway g;
     const Agent worker = g.start_echo_worker();

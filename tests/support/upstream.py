@@ -56,7 +56,9 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           64 KiB writes; Content-Length, or chunked with chunked=1.
                           Default N = 1 MiB.
   /stall?secs=S           reads the request, sleeps S seconds (default 1, fractions
-                          allowed, also for /stall-body), then answers 200 JSON.
+                          allowed, also for /stall-body), then answers 200 JSON. With
+                          watch=1 it watches the connection meanwhile, and when the client
+                          closes it, records {"gone": path, "after": seconds} and stops.
   /stall-body?secs=S      200 with Content-Length 100, sends 10 bytes, sleeps S seconds,
                           then the other 90.
   /early-answer?bytes=N&secs=S
@@ -104,6 +106,7 @@ import http.server
 import json
 import os
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -535,7 +538,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         time.sleep(self._float_param("secs", 1.0))
 
     def _stall(self) -> None:
-        time.sleep(self._float_param("secs", 1.0))
+        secs = self._float_param("secs", 1.0)
+        if "watch" not in self.req_query:
+            time.sleep(secs)
+            self._send_json(200, {"stalled": True})
+            return
+        started = time.monotonic()
+        while (left := secs - (time.monotonic() - started)) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                if self.server.recorder is not None:
+                    self.server.recorder.write({"gone": self.req_path,
+                                                "after": time.monotonic() - started})
+                self.close_connection = True
+                return
         self._send_json(200, {"stalled": True})
 
     def _big_head(self) -> None:
