@@ -51,7 +51,8 @@ constexpr uint64_t k_whole_body = 64 * 1024;
 // answer: when the agent closes its connection (or it is reset), the exchange is abandoned
 // rather than left to run, holding an upstream connection, until the upstream answers. Bytes
 // waiting to be read (a request sent ahead) mean the agent is still there, and end the watch.
-// As with nginx, an agent that shuts down only its sending side counts as gone.
+// As with nginx, an agent that shuts down only its sending side counts as gone. The watch's
+// wait is the only operation on the socket while it lasts: its end cancels it.
 class AgentWatch {
   public:
     AgentWatch(asio::ip::tcp::socket& socket, upstream::Transfer& transfer)
@@ -739,6 +740,20 @@ class ProxyExchange {
         body.get().body().size = size;
         ex_.stream.expires_after(ex_.limits.read_timeout);
         auto [ec, n] = co_await beast_http::async_read_some(ex_.stream, ex_.buffer, body, k_tuple);
+        // The read stops at the end of one chunk: what else of the body has come already goes
+        // into this piece too, up to its room, without waiting for more, so that many small
+        // chunks sent together go upstream together and not one by one.
+        while (!ec && ex_.buffer.size() > 0 && !body.is_done() && body.get().body().size > 0) {
+            const size_t used = body.put(ex_.buffer.data(), ec);
+            ex_.buffer.consume(used);
+            if (ec == beast_http::error::need_more) {
+                ec = {};  // the rest of an element is still to come
+                break;
+            }
+            if (used == 0) {
+                break;
+            }
+        }
         if (ec == beast_http::error::need_buffer) {
             ec = {};
         }
@@ -854,9 +869,14 @@ class ProxyExchange {
             std::optional<upstream::Failure> failure;
             bool agent_left = false;
             {
-                const AgentWatch watch(ex_.stream.socket(), *transfer);
+                // A request the agent sent ahead, read already, says it is still there (even
+                // if it has shut down its sending side since): it is not watched.
+                std::optional<AgentWatch> watch;
+                if (ex_.buffer.size() == 0) {
+                    watch.emplace(ex_.stream.socket(), *transfer);
+                }
                 failure = co_await transfer->wait_head();
-                agent_left = watch.agent_left();
+                agent_left = watch && watch->agent_left();
             }
             if (agent_left) {
                 // Nobody to answer: 499, as nginx logs a request its client closed.

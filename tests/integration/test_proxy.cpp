@@ -1523,6 +1523,26 @@ TEST_CASE("an agent that leaves before the answer has its upstream exchange aban
     CHECK(entries[0].at("details").at("status") == 499);
     // The daemon goes on serving.
     CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
+
+    // Two requests at once, then the end of the agent's sending side: the second, read along
+    // with the first, shows the agent still there, and the first is answered. (By the time
+    // the second goes upstream nothing shows it any more, and it is taken for gone, as nginx
+    // takes it.)
+    RawConnection c(g.port);
+    const std::string request =
+        "GET /api/echo/stall?secs=0.3&watch=1 HTTP/1.1\r\nHost: x\r\n"
+        "X-Session-ID: " +
+        worker.session + "\r\n\r\n";
+    c.send(request + request);
+    c.finish_sending();
+    const RawReply both = c.read_until_close();
+    size_t answers = 0;
+    for (size_t at = both.raw.find("HTTP/1.1 200 "); at != std::string::npos;
+         at = both.raw.find("HTTP/1.1 200 ", at + 1)) {
+        ++answers;
+    }
+    INFO(both.raw);
+    CHECK(answers >= 1);
 }
 
 TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][reuse]") {
@@ -1770,6 +1790,30 @@ TEST_CASE("request bodies arrive whole, read ahead or streamed", "[proxy][body]"
         std::vector<json> requests = g.upstream->requests();
         REQUIRE_FALSE(requests.empty());
         CHECK(requests.back().at("body") == "firstsecond");
+    }
+
+    SECTION("small chunks sent together go upstream together") {
+        std::string chunks;
+        for (int i = 0; i < 200; ++i) {
+            chunks += "1\r\n" + std::string(1, static_cast<char>('a' + i % 26)) + "\r\n";
+        }
+        const RawReply reply = raw_exchange(
+            g.port,
+            "POST /api/echo/echo/small-chunks?record_pieces=1 HTTP/1.1\r\nHost: x\r\n"
+            "X-Session-ID: " +
+                worker.session + "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                chunks + "0\r\n\r\n");
+        CHECK(reply.status == 200);
+        size_t pieces = 0;
+        for (const json& r : g.upstream->requests()) {
+            pieces += r.contains("piece") ? 1 : 0;
+        }
+        // One write from the agent, one read: not 200 upstream chunks of a byte each.
+        CHECK(pieces >= 1);
+        CHECK(pieces <= 4);
+        const std::vector<json> requests = g.upstream->requests();
+        REQUIRE_FALSE(requests.empty());
+        CHECK(requests.back().at("body_len") == 200);
     }
 
     SECTION("a body cut short is refused and never forwarded") {
