@@ -132,7 +132,9 @@ std::string cell(const nlohmann::json& value) {
         }
         return parts.empty() ? "-" : join(parts);
     }
-    return value.dump();
+    // Numbers, and objects as JSON text, whose strings dump() leaves unescaped beyond JSON's
+    // own rules (C1 controls among them).
+    return printable(value.dump());
 }
 
 std::string field(const nlohmann::json& object, const std::string& key) {

@@ -186,6 +186,7 @@ TEST_CASE("bad input gets a clear 4xx naming the field and changes nothing", "[c
         {"POST", "/auth/register",
          R"({"username":")" + std::string(65, 'n') + R"(","email":"x@y"})", 400, "username"},
         {"POST", "/auth/register", R"({"username":"bad\u0001name","email":"x@y"})", 400, "control"},
+        {"POST", "/auth/register", R"({"username":"bad\u009bname","email":"x@y"})", 400, "control"},
         {"POST", "/auth/register", R"({"username":"carol","email":"not-an-email"})", 400, "email"},
         {"POST", "/auth/register", R"({"username":"alice","email":"a2@example.com"})", 409,
          "alice"},
@@ -222,6 +223,9 @@ TEST_CASE("bad input gets a clear 4xx naming the field and changes nothing", "[c
     CHECK(users["users"][0]["email"] == "a@example.com");
     CHECK(c.ok("GET", "/v1/agents")["agents"].empty());
     CHECK(c.ok("GET", "/v1/credentials")["credentials"].empty());
+    // Printable characters next to the C1 controls in UTF-8 (U+00A9 is C2 A9) are names' own.
+    CHECK(c.ok("POST", "/auth/register", R"({"username":"\u00a9corp","email":"c@y"})")
+              .at("username") == "\u00a9corp");
 }
 
 TEST_CASE("credentials are stored at three scopes and never returned", "[control]") {
