@@ -289,7 +289,21 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         if (!current || (*current)["status"] != "pending") {
             co_return;
         }
-        poller->timer.expires_after(std::chrono::seconds((*current)["interval"].get<int64_t>()));
+        // No wait goes past the code's expiry: a flow whose code runs out ends then, even when
+        // its interval (grown by failed polls, up to an hour) is longer.
+        int64_t wait_ms = (*current)["interval"].get<int64_t>() * 1000;
+        const Status expiry = vault_.read([&](const ReadTxn& txn) -> Status {
+            TRY_ASSIGN(json r, read_flow(txn, id));
+            const int64_t expires_ms = r.value("expires_ms", int64_t{0});
+            wipe_json(r);
+            wait_ms = std::clamp<int64_t>(expires_ms - clock_.now_ms(), 0, wait_ms);
+            return {};
+        });
+        if (!expiry) {
+            spdlog::error("device flow {}: {}", id, expiry.error().message);
+            co_return;
+        }
+        poller->timer.expires_after(std::chrono::milliseconds(wait_ms));
         co_await poller->timer.async_wait(asio::as_tuple(asio::use_awaitable));
         if (poller->stopped) {
             co_return;

@@ -904,6 +904,18 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         CHECK(*code == 1);
         CHECK(contains(c.child->stderr_text(), "invalid_grant: x\xc3\xa9"));
     }
+    SECTION("a code that runs out within the interval ends the flow when it runs out") {
+        TokenStub stub({.device_script = "pending", .interval = 60, .expires_in = 2});
+        Gateway g(stub_service(stub));
+        const auto started = std::chrono::steady_clock::now();
+        Connect c = start_connect(g, "stub");
+        const std::string err = ended_with(c, 1);
+        const double took =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        CHECK(contains(err, "expired"));
+        CHECK(took < 20.0);  // not the 60 s interval
+        CHECK(stub.requests(k_device_code_grant).empty());
+    }
     SECTION("the code's expires_in runs out: connect exits 1") {
         TokenStub stub({.device_script = "pending", .expires_in = 3});
         Gateway g(stub_service(stub));
