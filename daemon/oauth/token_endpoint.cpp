@@ -159,7 +159,11 @@ std::string error_code(const EndpointReply& reply) {
 }
 
 std::string error_text(const EndpointReply& reply, const Form& sent) {
-    std::string text = redacted(error_code(reply), sent);
+    // An error code is a short token (RFC 6749 §5.2), but a server may send anything: cut at
+    // 64 bytes, as the description is at 200, since the text goes into answers, audit entries
+    // and flow records.
+    const std::string code = redacted(error_code(reply), sent);
+    std::string text(utf8_prefix(code, 64));
     const auto it = reply.body.find("error_description");
     if (it != reply.body.end() && it->is_string()) {
         // Redacted whole, then cut: a cut first could leave part of a secret that no longer

@@ -70,3 +70,13 @@ TEST_CASE("an error text never quotes a secret the request carried", "[oauth][un
     reply.body = {{"error", "act"}};
     CHECK(error_text(reply, form) == "[redacted]");
 }
+
+TEST_CASE("an error text is cut to a bounded length", "[oauth][unit]") {
+    Form form;
+    form.add("grant_type", "refresh_token");
+    EndpointReply reply;
+    reply.body = {{"error", std::string(100000, 'e')},
+                  {"error_description", std::string(100000, 'd')}};
+    const std::string text = error_text(reply, form);
+    CHECK(text == std::string(64, 'e') + ": " + std::string(200, 'd'));
+}
