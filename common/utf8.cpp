@@ -37,6 +37,15 @@ std::size_t utf8_sequence_length(std::string_view text) noexcept {
     return n;
 }
 
+bool utf8_is_control(std::string_view text, std::size_t length) noexcept {
+    if (length == 0 || text.size() < length) {
+        return false;
+    }
+    const auto lead = static_cast<unsigned char>(text[0]);
+    return (length == 1 && (lead < 0x20 || lead == 0x7f)) ||
+           (length == 2 && lead == 0xc2 && static_cast<unsigned char>(text[1]) < 0xa0);
+}
+
 std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes) noexcept {
     if (text.size() <= max_bytes) {
         return text;

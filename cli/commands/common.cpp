@@ -97,12 +97,9 @@ std::string printable(std::string_view text, bool keep_lines) {
         const auto c = static_cast<unsigned char>(text.front());
         const size_t n = utf8_sequence_length(text);
         const size_t take = n == 0 ? 1 : n;
-        // C0 controls (newline and tab may stay), DEL, the C1 controls U+0080-U+009F (which
-        // terminals may take as ESC sequences: U+009B is CSI) and bytes that are not UTF-8.
+        // Control characters (newline and tab may stay) and bytes that are not UTF-8.
         const bool control =
-            n == 0 ||
-            (n == 1 && ((c < 0x20 && !(keep_lines && (c == '\n' || c == '\t'))) || c == 0x7f)) ||
-            (n == 2 && c == 0xc2 && static_cast<unsigned char>(text[1]) < 0xa0);
+            n == 0 || (utf8_is_control(text, n) && !(keep_lines && (c == '\n' || c == '\t')));
         if (control) {
             for (const unsigned char b : text.substr(0, take)) {
                 out += fmt::format("\\x{:02x}", b);

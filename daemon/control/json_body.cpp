@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "common/utf8.hpp"
 #include "daemon/util/strict_json.hpp"
 
 namespace agentgw {
@@ -16,19 +17,14 @@ Error bad(std::string_view field, std::string_view why) {
     return make_error(Code::invalid_argument, fmt::format("field \"{}\": {}", field, why));
 }
 
-// C0, DEL, and the C1 controls U+0080-U+009F (UTF-8 C2 80 to C2 9F; among them CSI, which
-// some terminals take as the start of an escape sequence, and the text goes out raw in
-// --json output).
+// C0, DEL and C1 (utf8_is_control): text goes out raw in --json output.
 bool has_control_chars(std::string_view s) {
-    for (size_t i = 0; i < s.size(); ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f) {
+    while (!s.empty()) {
+        const size_t n = utf8_sequence_length(s);
+        if (utf8_is_control(s, n)) {
             return true;
         }
-        if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-            static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
-            return true;
-        }
+        s.remove_prefix(n == 0 ? 1 : n);
     }
     return false;
 }

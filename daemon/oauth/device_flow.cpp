@@ -285,22 +285,21 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
         if (poller->stopped) {
             co_return;
         }
-        auto current = get(id);  // what the user sees, without the device code
-        if (!current || (*current)["status"] != "pending") {
-            co_return;
-        }
-        // No wait goes past the code's expiry: a flow whose code runs out ends then, even when
-        // its interval (grown by failed polls, up to an hour) is longer.
-        int64_t wait_ms = (*current)["interval"].get<int64_t>() * 1000;
-        const Status expiry = vault_.read([&](const ReadTxn& txn) -> Status {
+        // A flow no longer pending (or gone) is not polled. No wait goes past the code's
+        // expiry: a flow whose code runs out ends then, even when its interval (grown by
+        // failed polls, up to an hour) is longer.
+        bool pending = false;
+        int64_t wait_ms = 0;
+        const Status looked = vault_.read([&](const ReadTxn& txn) -> Status {
             TRY_ASSIGN(json r, read_flow(txn, id));
-            const int64_t expires_ms = r.value("expires_ms", int64_t{0});
+            pending = r.value("status", "") == "pending";
+            const int64_t interval_ms = r.value("interval", k_default_interval) * 1000;
+            wait_ms = std::clamp<int64_t>(r.value("expires_ms", int64_t{0}) - clock_.now_ms(), 0,
+                                          interval_ms);
             wipe_json(r);
-            wait_ms = std::clamp<int64_t>(expires_ms - clock_.now_ms(), 0, wait_ms);
             return {};
         });
-        if (!expiry) {
-            spdlog::error("device flow {}: {}", id, expiry.error().message);
+        if (!looked || !pending) {
             co_return;
         }
         poller->timer.expires_after(std::chrono::milliseconds(wait_ms));
