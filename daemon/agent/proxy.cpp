@@ -3,12 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <iterator>
 #include <memory>
-#include <sys/socket.h>
 #include <variant>
 #include <vector>
 
@@ -51,23 +49,28 @@ constexpr uint64_t k_whole_body = 64 * 1024;
 // answer: when the agent closes its connection (or it is reset), the exchange is abandoned
 // rather than left to run, holding an upstream connection, until the upstream answers. Bytes
 // waiting to be read (a request sent ahead) mean the agent is still there, and end the watch.
-// As with nginx, an agent that shuts down only its sending side counts as gone. The watch's
-// wait is the only operation on the socket while it lasts: its end cancels it.
+// As with nginx, an agent that shuts down only its sending side counts as gone. The watch is
+// one receive that peeks (it takes nothing from the socket): Asio tries it at once and
+// otherwise waits for the socket's next event, so a close that came before the watch began
+// is seen as surely as one that comes after. It is the only operation on the socket while the
+// watch lasts: its end cancels it.
 class AgentWatch {
   public:
     AgentWatch(asio::ip::tcp::socket& socket, upstream::Transfer& transfer)
         : socket_(socket), transfer_(transfer) {
-        // Armed before the first look, so that a close coming between the two is seen by one.
-        socket_.async_wait(asio::socket_base::wait_read,
-                           [this, state = state_](const boost::system::error_code& ec) {
-                               if (!ec && !state->stopped) {
-                                   look();
-                               }
-                           });
-        look();
+        socket_.async_receive(
+            asio::buffer(&state_->byte, 1), asio::socket_base::message_peek,
+            [this, state = state_](const boost::system::error_code& ec, size_t) {
+                // Cancelled (the watch ended) or a byte waiting: the agent is still there.
+                if (state->stopped || !ec || ec == asio::error::operation_aborted) {
+                    return;
+                }
+                state->left = true;  // end of stream, or the connection reset
+                transfer_.abandon("the agent closed its connection");
+            });
     }
     ~AgentWatch() {
-        state_->stopped = true;  // a wait already complete must not look any more
+        state_->stopped = true;  // a receive already complete must not act any more
         boost::system::error_code ignored;
         socket_.cancel(ignored);
     }
@@ -77,19 +80,8 @@ class AgentWatch {
     bool agent_left() const { return state_->left; }
 
   private:
-    void look() {
-        if (state_->left) {
-            return;
-        }
-        char byte = 0;
-        const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            state_->left = true;
-            transfer_.abandon("the agent closed its connection");
-        }
-    }
-
     struct State {
+        char byte = 0;  // where the peek puts what it sees; it outlives the watch
         bool stopped = false;
         bool left = false;
     };
