@@ -93,10 +93,23 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
     const Service service = service_ref;
     const std::string key = key_ref;
     auto loaded = credentials_.load_tokens(key);
-    if (!loaded || !*loaded) {
+    if (!loaded) {
+        co_return;
+    }
+    if (!*loaded) {
+        backoff_.erase(key);  // the credential is gone
         co_return;
     }
     const OAuthTokens& t = ***loaded;
+    // A wait after failures holds for the generation that failed: a credential refreshed on
+    // demand since, or replaced, is looked at afresh.
+    if (const auto b = backoff_.find(key); b != backoff_.end()) {
+        if (b->second.generation != t.generation) {
+            backoff_.erase(b);
+        } else if (clock_.now_secs() < b->second.next_at) {
+            co_return;
+        }
+    }
     const bool can = t.type == "client_secret" || !t.refresh_token.empty();
     if (!can || t.reauth_required || t.expires_at == 0) {
         co_return;
@@ -115,7 +128,19 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
     const uint64_t generation = t.generation;
     loaded->reset();  // the tokens are not needed past this point
     const Status s = co_await refresh(service, key, generation);
-    (void)s;  // audited and counted by run(); the next request retries on demand
+    // Audited and counted by run(); the next request that finds the token expired tries again
+    // on demand, whatever the wait here.
+    if (s) {
+        backoff_.erase(key);
+        co_return;
+    }
+    Backoff& b = backoff_[key];
+    if (b.generation != generation) {
+        b = Backoff{generation, 0, 0};
+    }
+    ++b.failures;
+    const int doublings = std::min(b.failures - 1, 10);  // 30 s << 10 is past the cap already
+    b.next_at = clock_.now_secs() + std::min(k_backoff_first_secs << doublings, k_backoff_max_secs);
 }
 
 asio::awaitable<Status> TokenRefresher::run(const Service& service, const std::string& key,

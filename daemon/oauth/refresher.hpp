@@ -37,11 +37,24 @@ class TokenRefresher {
 
     // Refreshes the credential under `key` when its access token expires within the service's
     // refresh_before_secs plus a random part of a tenth of it (so that credentials issued
-    // together do not all refresh at the same moment).
+    // together do not all refresh at the same moment). After a failure it leaves the
+    // credential alone for a while (k_backoff_first_secs, doubling with each further failure
+    // up to k_backoff_max_secs), so that a token endpoint that is down is not asked, and the
+    // failure audited, at every look; a success, on demand or here, or a new credential ends
+    // the wait.
     boost::asio::awaitable<void> refresh_if_due(const Service& service, const std::string& key);
+
+    static constexpr int64_t k_backoff_first_secs = 30;
+    static constexpr int64_t k_backoff_max_secs = 900;
 
   private:
     struct Flight;
+    // Failed refreshes of one credential generation, and when refresh_if_due may try again.
+    struct Backoff {
+        uint64_t generation = 0;
+        int failures = 0;
+        int64_t next_at = 0;  // clock_ seconds
+    };
     boost::asio::awaitable<Status> run(const Service& service, const std::string& key,
                                        uint64_t seen);
 
@@ -51,6 +64,7 @@ class TokenRefresher {
     Metrics& metrics_;
     const Clock& clock_;
     std::map<std::string, std::shared_ptr<Flight>> flights_;  // by credential key
+    std::map<std::string, Backoff> backoff_;                  // by credential key
 };
 
 }  // namespace agentgw::oauth

@@ -1,0 +1,189 @@
+// TokenRefresher's background refresh against the scripted token endpoint, with a clock the
+// test moves: after a failure it waits before asking again, longer after each failure, and a
+// success or a new credential ends the wait.
+#include <chrono>
+#include <optional>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include "daemon/audit/audit_log.hpp"
+#include "daemon/credentials/credential_store.hpp"
+#include "daemon/metrics/metrics.hpp"
+#include "daemon/oauth/refresher.hpp"
+#include "daemon/services/service_catalog.hpp"
+#include "daemon/upstream/upstream_client.hpp"
+#include "tests/support/fake_clock.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/token_stub.hpp"
+#include "tests/support/vault_fixture.hpp"
+
+using namespace agentgw;
+using nlohmann::json;
+using oauth::TokenRefresher;
+
+namespace {
+
+struct Fixture {
+    test::TokenStub stub;
+    test::TempDir dir;
+    test::FakeClock clock;
+    std::unique_ptr<Vault> vault;
+    std::unique_ptr<CredentialStore> credentials;
+    std::unique_ptr<AuditLog> audit;
+    Metrics metrics;
+    boost::asio::io_context ioc;
+    upstream::UpstreamClient client{ioc};
+    std::unique_ptr<TokenRefresher> refresher;
+    ServiceCatalog catalog;
+
+    explicit Fixture(const std::string& refresh_script)
+        : stub(test::TokenStubOptions{.refresh_script = refresh_script}) {
+        auto opened = test::open_vault(dir / "state", test::key_at(dir / "k"));
+        REQUIRE(opened);
+        vault = std::move(*opened);
+        credentials = std::make_unique<CredentialStore>(*vault, clock);
+        audit = std::make_unique<AuditLog>(*vault, clock);
+        refresher = std::make_unique<TokenRefresher>(client, *credentials, *audit, metrics, clock);
+        const json service = {{"id", "stub"},
+                              {"name", "stub"},
+                              {"base_url", stub.base_url()},
+                              {"auth",
+                               {{"type", "oauth2"},
+                                {"grant", "refresh_token"},
+                                {"token_url", stub.base_url() + "/token"},
+                                {"client_id", "stub-client"},
+                                {"refresh_before_secs", 300}}}};
+        auto parsed = ServiceCatalog::parse(json{{"services", {service}}}.dump(), "services");
+        INFO((parsed ? std::string() : parsed.error().message));
+        REQUIRE(parsed);
+        catalog = std::move(*parsed);
+    }
+
+    ~Fixture() {
+        client.abort_all("the test is over");
+        ioc.restart();
+        ioc.poll();
+    }
+
+    // Runs `task` on the client's io_context until it ends.
+    void run(boost::asio::awaitable<void> task) {
+        bool done = false;
+        boost::asio::co_spawn(ioc, std::move(task), [&](const std::exception_ptr& e) {
+            if (e) {
+                std::rethrow_exception(e);
+            }
+            done = true;
+        });
+        ioc.restart();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (!done && std::chrono::steady_clock::now() < deadline) {
+            ioc.run_one_for(std::chrono::milliseconds(100));
+        }
+        REQUIRE(done);
+    }
+
+    template <typename T>
+    T run(boost::asio::awaitable<T> task) {
+        std::optional<T> out;
+        // Stored from inside a void coroutine, so T needs no default constructor.
+        run([&]() -> boost::asio::awaitable<void> { out.emplace(co_await std::move(task)); }());
+        return std::move(*out);
+    }
+
+    // A token set whose access token expires in 100 s: due, with refresh_before_secs 300.
+    std::string store(const std::string& refresh_token) {
+        CredentialInput in;
+        in.service = "stub";
+        in.type = "oauth2";
+        in.access_token = "stub-access-old";
+        in.refresh_token = refresh_token;
+        in.expires_in = 100;
+        auto info = run(credentials->set(in));
+        INFO((info ? std::string() : info.error().message));
+        REQUIRE(info);
+        return info->key;
+    }
+
+    // One look of the background refresh; how many refresh requests the endpoint has had.
+    size_t look(const std::string& key) {
+        run(refresher->refresh_if_due(*catalog.find("stub"), key));
+        return stub.requests("refresh_token").size();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("the background refresh waits longer after each failure, up to a cap",
+          "[oauth][refresh][stub]") {
+    Fixture f("denied");  // 400 access_denied: a failure, neither retried nor a refused grant
+    const std::string key = f.store("stub-refresh-0");
+    const int64_t first = TokenRefresher::k_backoff_first_secs;
+
+    CHECK(f.look(key) == 1);
+    f.clock.advance_secs(15);  // the next look, 15 s on: still waiting
+    CHECK(f.look(key) == 1);
+    f.clock.advance_secs(first - 15);
+    CHECK(f.look(key) == 2);  // 30 s after the first failure
+    f.clock.advance_secs(2 * first - 1);
+    CHECK(f.look(key) == 2);  // the second failure waits twice as long
+    f.clock.advance_secs(1);
+    CHECK(f.look(key) == 3);
+    f.clock.advance_secs(4 * first - 1);
+    CHECK(f.look(key) == 3);
+    f.clock.advance_secs(1);
+    CHECK(f.look(key) == 4);
+
+    // 240, 480 s, then the cap: never longer than k_backoff_max_secs.
+    for (const int64_t wait : {8 * first, 16 * first, TokenRefresher::k_backoff_max_secs,
+                               TokenRefresher::k_backoff_max_secs}) {
+        const size_t before = f.stub.requests("refresh_token").size();
+        f.clock.advance_secs(wait - 1);
+        CHECK(f.look(key) == before);
+        f.clock.advance_secs(1);
+        CHECK(f.look(key) == before + 1);
+    }
+
+    // The credential still holds its first generation: refresh() on demand is not held back.
+    auto tokens = f.credentials->load_tokens(key);
+    REQUIRE(tokens);
+    REQUIRE(*tokens);
+    const uint64_t generation = (**tokens)->generation;
+    tokens->reset();
+    const size_t before = f.stub.requests("refresh_token").size();
+    CHECK_FALSE(f.run(f.refresher->refresh(*f.catalog.find("stub"), key, generation)));
+    CHECK(f.stub.requests("refresh_token").size() == before + 1);
+    CHECK(f.credentials->list()->at(0).reauth_required == false);
+}
+
+TEST_CASE("a success or a new credential ends the background refresh's wait",
+          "[oauth][refresh][stub]") {
+    Fixture f("denied");
+    const std::string key = f.store("stub-refresh-0");
+    REQUIRE(f.look(key) == 1);
+    f.clock.advance_secs(TokenRefresher::k_backoff_first_secs);
+    REQUIRE(f.look(key) == 2);  // waiting 60 s now
+
+    SECTION("a new credential is looked at at once") {
+        CHECK(f.store("stub-refresh-new") == key);
+        CHECK(f.look(key) == 3);
+        const json last = f.stub.requests("refresh_token").back();
+        CHECK(last.at("form").at("refresh_token") == "stub-refresh-new");
+    }
+    SECTION("a success starts afresh") {
+        f.stub.script({{"refresh", {"tokens", "denied"}}});
+        f.clock.advance_secs(2 * TokenRefresher::k_backoff_first_secs);
+        REQUIRE(f.look(key) == 3);  // new tokens, good for an hour: not due again for a while
+        CHECK(f.look(key) == 3);
+        auto tokens = f.credentials->load_tokens(key);
+        REQUIRE(tokens);
+        REQUIRE(*tokens);
+        CHECK((**tokens)->access_token == "stub-access-1");
+        // Due again later, the refresh fails: the wait is the first one again, not 120 s.
+        f.clock.advance_secs(3600 - 100);
+        CHECK(f.look(key) == 4);
+        f.clock.advance_secs(TokenRefresher::k_backoff_first_secs);
+        CHECK(f.look(key) == 5);
+    }
+}
