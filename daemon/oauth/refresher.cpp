@@ -100,13 +100,18 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
         backoff_.erase(key);  // the credential is gone
         co_return;
     }
+    if (flights_.contains(key)) {
+        co_return;  // a refresh is under way (one of the requests', or an earlier look's)
+    }
     const OAuthTokens& t = ***loaded;
     // A wait after failures holds for the generation that failed: a credential refreshed on
-    // demand since, or replaced, is looked at afresh.
+    // demand since, or replaced, is looked at afresh. A wait longer than the longest there is
+    // means the clock was set back: it is over.
     if (const auto b = backoff_.find(key); b != backoff_.end()) {
+        const int64_t left = b->second.next_at - clock_.now_secs();
         if (b->second.generation != t.generation) {
             backoff_.erase(b);
-        } else if (clock_.now_secs() < b->second.next_at) {
+        } else if (left > 0 && left <= k_backoff_max_secs) {
             co_return;
         }
     }

@@ -37,11 +37,11 @@ class TokenRefresher {
 
     // Refreshes the credential under `key` when its access token expires within the service's
     // refresh_before_secs plus a random part of a tenth of it (so that credentials issued
-    // together do not all refresh at the same moment). After a failure it leaves the
-    // credential alone for a while (k_backoff_first_secs, doubling with each further failure
-    // up to k_backoff_max_secs), so that a token endpoint that is down is not asked, and the
-    // failure audited, at every look; a success, on demand or here, or a new credential ends
-    // the wait.
+    // together do not all refresh at the same moment), unless a refresh of it is under way.
+    // After a failure it leaves the credential alone for a while (k_backoff_first_secs,
+    // doubling with each further failure up to k_backoff_max_secs), so that a token endpoint
+    // that is down is not asked, and the failure audited, at every look; a success, on demand
+    // or here, or a new credential ends the wait.
     boost::asio::awaitable<void> refresh_if_due(const Service& service, const std::string& key);
 
     static constexpr int64_t k_backoff_first_secs = 30;

@@ -28,6 +28,7 @@ Command line:
         tokens         200 {"access_token": "stub-access-N", "refresh_token":
                        "stub-refresh-N", "token_type": "Bearer", "expires_in": SECS}
         slow_tokens    the same after 2 seconds (a refresh that others must wait for)
+        slow_denied    denied after 2 seconds (a failing refresh still under way a while)
         access_only    200 as tokens, without a refresh_token (the client keeps its own)
         split_tokens   200 as tokens, with "\r\nX-Injected: 1" at the end of the access token
         slow_pending   pending after 3 seconds (a poll still under way a while)
@@ -85,7 +86,7 @@ ANSWERS = {
 def check_items(items: list[str]) -> list[str]:
     for item in items:
         if item not in ANSWERS and item not in ("tokens", "slow_tokens", "access_only",
-                                                "split_tokens", "slow_pending",
+                                                "split_tokens", "slow_pending", "slow_denied",
                                                 "quoting_invalid_grant"):
             raise ValueError(f"unknown script item {item!r}")
     if not items:
@@ -213,6 +214,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if item == "slow_tokens":
             time.sleep(2)
             item = "tokens"
+        if item == "slow_denied":
+            time.sleep(2)
+            item = "denied"
         if item == "quoting_invalid_grant":
             # As some servers do ("Invalid refresh token: <token>"); the second copy straddles
             # the 200 bytes of description the daemon keeps.

@@ -67,29 +67,49 @@ struct Fixture {
         ioc.poll();
     }
 
-    // Runs `task` on the client's io_context until it ends.
-    void run(boost::asio::awaitable<void> task) {
-        bool done = false;
-        boost::asio::co_spawn(ioc, std::move(task), [&](const std::exception_ptr& e) {
-            if (e) {
-                std::rethrow_exception(e);
-            }
-            done = true;
-        });
+    // Runs the loop until `done` says so (at most 20 s).
+    template <typename Done>
+    void drive(Done done) {
         ioc.restart();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-        while (!done && std::chrono::steady_clock::now() < deadline) {
+        while (!done() && std::chrono::steady_clock::now() < deadline) {
             ioc.run_one_for(std::chrono::milliseconds(100));
         }
-        REQUIRE(done);
+        REQUIRE(done());
+    }
+
+    // Starts `task` on the client's io_context; what it leaves behind says when it has ended
+    // (and holds its exception, if any). Shared, so a task left running by a failed test does
+    // not write to a frame that is gone.
+    struct Started {
+        bool done = false;
+        std::exception_ptr error;
+    };
+    std::shared_ptr<Started> start(boost::asio::awaitable<void> task) {
+        auto started = std::make_shared<Started>();
+        boost::asio::co_spawn(ioc, std::move(task), [started](std::exception_ptr e) {
+            started->error = std::move(e);
+            started->done = true;
+        });
+        return started;
+    }
+
+    void run(boost::asio::awaitable<void> task) {
+        const auto started = start(std::move(task));
+        drive([&] { return started->done; });
+        if (started->error) {
+            std::rethrow_exception(started->error);
+        }
     }
 
     template <typename T>
     T run(boost::asio::awaitable<T> task) {
-        std::optional<T> out;
-        // Stored from inside a void coroutine, so T needs no default constructor.
-        run([&]() -> boost::asio::awaitable<void> { out.emplace(co_await std::move(task)); }());
-        return std::move(*out);
+        auto out = std::make_shared<std::optional<T>>();
+        run([](std::shared_ptr<std::optional<T>> out,
+               boost::asio::awaitable<T> task) -> boost::asio::awaitable<void> {
+            out->emplace(co_await std::move(task));
+        }(out, std::move(task)));
+        return std::move(**out);
     }
 
     // A token set whose access token expires in 100 s: due, with refresh_before_secs 300.
@@ -145,16 +165,28 @@ TEST_CASE("the background refresh waits longer after each failure, up to a cap",
         CHECK(f.look(key) == before + 1);
     }
 
-    // The credential still holds its first generation: refresh() on demand is not held back.
-    auto tokens = f.credentials->load_tokens(key);
-    REQUIRE(tokens);
-    REQUIRE(*tokens);
-    const uint64_t generation = (**tokens)->generation;
-    tokens->reset();
+    // A clock set back does not make a wait longer than the longest there is: 200 s back
+    // right after a failure, the wait would be 1,100 s.
     const size_t before = f.stub.requests("refresh_token").size();
-    CHECK_FALSE(f.run(f.refresher->refresh(*f.catalog.find("stub"), key, generation)));
-    CHECK(f.stub.requests("refresh_token").size() == before + 1);
-    CHECK(f.credentials->list()->at(0).reauth_required == false);
+    f.clock.advance_secs(-200);
+    CHECK(f.look(key) == before + 1);
+}
+
+TEST_CASE("a look while a refresh is under way leaves it alone", "[oauth][refresh][stub]") {
+    Fixture f("slow_denied");  // fails after 2 s
+    const std::string key = f.store("stub-refresh-0");
+    const Service& service = *f.catalog.find("stub");
+    // A second look comes while the first one's refresh still waits for its answer (as the
+    // next pass does when the token endpoint is slow): it adds neither a request nor a failure.
+    const auto first = f.start(f.refresher->refresh_if_due(service, key));
+    f.drive([&] { return f.stub.requests("refresh_token").size() == 1; });
+    f.run(f.refresher->refresh_if_due(service, key));
+    CHECK_FALSE(first->done);
+    f.drive([&] { return first->done; });
+    CHECK(f.stub.requests("refresh_token").size() == 1);
+    // One failure: the first wait.
+    f.clock.advance_secs(TokenRefresher::k_backoff_first_secs);
+    CHECK(f.look(key) == 2);
 }
 
 TEST_CASE("a success or a new credential ends the background refresh's wait",
