@@ -493,6 +493,32 @@ TEST_CASE("size limit, bad bodies and the blob quota", "[hub][limits]") {
         check_error(g.publish(alice, body), 400, "bad_request");
     }
 
+    // An unknown field is named only when it looks like one: a long or odd key (a token pasted
+    // in the wrong place, megabytes of text) goes neither into the answer nor the audit log.
+    const HttpReply named = g.publish(alice, R"({"name":"n","data":"d","extra_1":1})");
+    CHECK(parsed(named.body).value("message", "") == "field \"extra_1\": unknown field");
+    const std::string pasted = "sk-pasted-" + std::string(1000, 'q');
+    const std::string big(60 * 1024, 'z');  // under the body limit: 6 × 1 KiB + 64 KiB
+    for (const std::string& key : {pasted, big, std::string("Extra"), std::string(33, 'e')}) {
+        const HttpReply unnamed =
+            g.publish(alice, json{{"name", "n"}, {"data", "d"}, {key, 1}}.dump());
+        check_error(unnamed, 400, "bad_request");
+        CHECK(parsed(unnamed.body).value("message", "") == "request body: an unknown field");
+    }
+    json entries;
+    for (int i = 0; i < 100; ++i) {  // written in batches: wait for the last refusal's
+        entries = g.control_ok("GET", "/v1/audit?limit=1000")["entries"];
+        if (entries.dump().find("request body: an unknown field") != std::string::npos) {
+            break;
+        }
+        std::this_thread::sleep_for(50ms);
+    }
+    const std::string audit_text = entries.dump();
+    CHECK(audit_text.find("extra_1") != std::string::npos);
+    CHECK(audit_text.find("sk-pasted") == std::string::npos);
+    CHECK(audit_text.find("zzzz") == std::string::npos);
+    CHECK(audit_text.size() < 64 * 1024);
+
     // The quota: two live blobs per agent.
     const std::string second = g.published(alice, {{"name", "second"}, {"data", "d"}});
     const HttpReply third = g.publish(alice, json{{"name", "third"}, {"data", "d"}}.dump());
