@@ -196,10 +196,11 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
         const std::string user_key = login_user_key(username);
         const std::string addr_key = login_address_key(address);
 
+        // Counted exactly: "10 failures within 5 minutes" holds for any 5 minutes.
         const RateLimitState by_user =
-            ctx.limiter.peek(user_key, k_login_failures_per_user, k_login_window_secs);
+            ctx.limiter.peek_exact(user_key, k_login_failures_per_user, k_login_window_secs);
         const RateLimitState by_addr =
-            ctx.limiter.peek(addr_key, k_login_failures_per_address, k_login_window_secs);
+            ctx.limiter.peek_exact(addr_key, k_login_failures_per_address, k_login_window_secs);
         if (!by_user.allowed || !by_addr.allowed) {
             ctx.metrics.count_rate_limited("login");
             ctx.audit.record({"system",
@@ -257,8 +258,8 @@ void add_agent_routes(http::Router& router, AgentApiContext& ctx) {
                 co_return auth_failure(*error);
             }
         }
-        ctx.limiter.hit(user_key, k_login_window_secs);
-        ctx.limiter.hit(addr_key, k_login_window_secs);
+        ctx.limiter.hit_exact(user_key, k_login_failures_per_user, k_login_window_secs);
+        ctx.limiter.hit_exact(addr_key, k_login_failures_per_address, k_login_window_secs);
         ctx.audit.record({"system",
                           "login",
                           "agent-name:" + shown_name,

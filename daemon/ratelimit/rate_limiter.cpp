@@ -164,9 +164,80 @@ RateLimitState RateLimiter::acquire(std::string_view key, int64_t limit, int64_t
     return s;
 }
 
+std::vector<int64_t>* RateLimiter::events_at(std::string_view key, int64_t now, int64_t window_ms) {
+    const auto it = events_.find(key);
+    if (it == events_.end()) {
+        return nullptr;
+    }
+    Events& e = it->second;
+    if (e.window_ms != window_ms) {
+        // Events counted against windows of another length: start afresh.
+        e = Events{window_ms, {}};
+    }
+    for (int64_t& t : e.times) {
+        // The wall clock stepped back behind it: left in the future, the event would keep
+        // counting for as long as the step, not for a window.
+        t = std::min(t, now);
+    }
+    std::erase_if(e.times, [&](int64_t t) { return t <= now - window_ms; });
+    return &e.times;
+}
+
+RateLimitState RateLimiter::peek_exact(std::string_view key, int64_t limit, int64_t window_secs) {
+    const int64_t now = clock_.now_ms();
+    const int64_t w = window_ms_of(window_secs);
+    const int64_t lim = std::min(limit, k_max_exact_limit);
+    static const std::vector<int64_t> none;
+    const std::vector<int64_t>* found = events_at(key, now, w);
+    const std::vector<int64_t>& in = found != nullptr ? *found : none;
+    const auto count = static_cast<int64_t>(in.size());
+
+    RateLimitState s;
+    s.limit = lim;
+    s.allowed = lim >= 1 && count < lim;
+    if (s.allowed) {
+        s.remaining = lim - count - 1;
+        s.reset_secs = ceil_secs(w);  // this event, counted, is the newest
+        return s;
+    }
+    // One more is allowed once all but lim - 1 of those in the window have left it: the
+    // (count - lim + 1)-th oldest leaves last of them.
+    s.retry_after_secs =
+        lim < 1 ? ceil_secs(w)
+                : std::max<int64_t>(ceil_secs(in[static_cast<size_t>(count - lim)] + w - now), 1);
+    s.reset_secs = in.empty() ? 0 : ceil_secs(in.back() + w - now);
+    return s;
+}
+
+void RateLimiter::hit_exact(std::string_view key, int64_t limit, int64_t window_secs) {
+    const int64_t now = clock_.now_ms();
+    const int64_t w = window_ms_of(window_secs);
+    const auto keep = static_cast<size_t>(std::clamp<int64_t>(limit, 1, k_max_exact_limit));
+    std::vector<int64_t>* times = events_at(key, now, w);
+    if (times == nullptr) {
+        times = &events_.emplace(std::string(key), Events{w, {}}).first->second.times;
+    }
+    times->push_back(now);
+    if (times->size() > keep) {
+        // Only the newest `keep` can matter to a limit of `keep`.
+        times->erase(times->begin(), times->end() - static_cast<std::ptrdiff_t>(keep));
+    }
+}
+
 size_t RateLimiter::sweep(size_t max) {
     const int64_t now = clock_.now_ms();
     size_t dropped = 0;
+    for (auto it = events_.begin(); it != events_.end() && dropped < max;) {
+        const Events& e = it->second;
+        // Every event has left the window (the newest is the last).
+        const bool idle = e.times.empty() || std::min(e.times.back(), now) <= now - e.window_ms;
+        if (idle) {
+            it = events_.erase(it);
+            ++dropped;
+        } else {
+            ++it;
+        }
+    }
     for (auto it = entries_.begin(); it != entries_.end() && dropped < max;) {
         Entry& e = it->second;
         reanchor(e, now);

@@ -8,7 +8,14 @@
 //     prev * (1 - elapsed / window) + current
 // so the previous window's requests slide out linearly instead of all at once, and a client
 // cannot make 2x the limit by bunching requests around a window boundary. A request is allowed
-// when counting it keeps the estimate at or below the limit.
+// when counting it keeps the estimate at or below the limit. The estimate takes the previous
+// window's requests as spread evenly over it: a client that puts `limit` requests at the very
+// end of one window and spreads the next ones over the following window gets up to
+// 2 * limit - 1 through in about one window's length.
+//
+// peek_exact()/hit_exact() count exactly instead, for small limits where that worst case
+// matters (failed logins: "after 10 failures within 5 minutes"): a key keeps the times of its
+// last `limit` events, so memory per key is bounded by the limit, not by the traffic.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "daemon/util/clock.hpp"
 
@@ -67,12 +75,24 @@ class RateLimiter {
     // peek, then hit if allowed: a refused request is not counted.
     RateLimitState acquire(std::string_view key, int64_t limit, int64_t window_secs);
 
+    // Exact counts: at most `limit` events in any `window_secs`, for limits up to
+    // k_max_exact_limit (larger ones are clamped). Events before the last window are
+    // forgotten; a new window length starts the key afresh. Keys are apart from peek()'s.
+    static constexpr int64_t k_max_exact_limit = 1024;
+    // What one more event against `key` would get now, without counting it. reset_secs is
+    // when the newest event (this one, when allowed) leaves the window; retry_after_secs, when
+    // enough have left for one more.
+    RateLimitState peek_exact(std::string_view key, int64_t limit, int64_t window_secs);
+    // Counts one event against `key`.
+    void hit_exact(std::string_view key, int64_t limit, int64_t window_secs);
+
     // Drops up to `max` keys that have been idle for two windows (whose estimate is 0, so
-    // dropping them changes nothing) and returns how many it dropped. Call it on a timer to bound
-    // memory; it looks at every key, O(size()).
+    // dropping them changes nothing), and exact keys whose events have all left their window,
+    // and returns how many it dropped. Call it on a timer to bound memory; it looks at every
+    // key, O(size()).
     size_t sweep(size_t max = 10000);
     // Keys currently held.
-    size_t size() const { return entries_.size(); }
+    size_t size() const { return entries_.size() + events_.size(); }
 
   private:
     struct Entry {
@@ -88,6 +108,15 @@ class RateLimiter {
         }
     };
     using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
+    struct Events {
+        int64_t window_ms = 0;
+        std::vector<int64_t> times;  // oldest first, all within the window at the last hit
+    };
+    using EventMap = std::unordered_map<std::string, Events, Hash, std::equal_to<>>;
+    // `key`'s events still in the window ending at `now`, oldest first (nullptr for a key not
+    // held), its entry brought up to date: events that left the window dropped, and any after
+    // `now` (the wall clock stepped back) moved to `now`.
+    std::vector<int64_t>* events_at(std::string_view key, int64_t now, int64_t window_ms);
 
     // Moves `e` back into the window that holds `now` if the wall clock stepped back behind it.
     static void reanchor(Entry& e, int64_t now);
@@ -104,6 +133,7 @@ class RateLimiter {
 
     const Clock& clock_;
     Map entries_;
+    EventMap events_;
 };
 
 }  // namespace agentgw

@@ -318,3 +318,98 @@ TEST_CASE("most_restrictive picks refused, then fewest remaining, then the longe
     CHECK(most_restrictive(refused, refused_longer).retry_after_secs == 8);
     CHECK(most_restrictive(refused_longer, refused).retry_after_secs == 8);
 }
+
+TEST_CASE("the estimate's worst case: up to 2 * limit - 1 in about one window") {
+    // What the exact counts are for: limit requests at the very end of one window, then
+    // requests spread over the next, all allowed.
+    FakeClock clock;
+    RateLimiter rl(clock);
+    clock.advance_ms(k_window * 1000 - 10);
+    CHECK(burst(rl, "k", k_limit, k_window, k_limit) == k_limit);
+    int64_t later = 0;
+    for (int i = 0; i < 60; ++i) {
+        clock.advance_secs(1);
+        later += burst(rl, "k", k_limit, k_window, 1);
+    }
+    CHECK(later == k_limit - 1);
+}
+
+TEST_CASE("exact counts allow limit events in any window, and say when the next one may come") {
+    FakeClock clock;
+    RateLimiter rl(clock);
+    const int64_t limit = 10;
+    const int64_t window = 300;
+    // The estimate's worst case: the limit at the end of one window, then more spread over
+    // the next. Exactly counted, nothing more passes until the first has left.
+    clock.advance_ms(window * 1000 - 10);
+    for (int64_t i = 0; i < limit; ++i) {
+        const auto s = rl.peek_exact("user", limit, window);
+        REQUIRE(s.allowed);
+        CHECK(s.remaining == limit - 1 - i);
+        CHECK(s.reset_secs == window);
+        rl.hit_exact("user", limit, window);
+    }
+    const auto refused = rl.peek_exact("user", limit, window);
+    CHECK_FALSE(refused.allowed);
+    CHECK(refused.remaining == 0);
+    CHECK(refused.retry_after_secs == window);
+    CHECK(refused.reset_secs == window);
+    for (int64_t t = 30; t < window; t += 30) {
+        clock.advance_secs(30);
+        INFO("t = " << t);
+        const auto s = rl.peek_exact("user", limit, window);
+        CHECK_FALSE(s.allowed);
+        CHECK(s.retry_after_secs == window - t);
+    }
+    clock.advance_secs(30);  // the ten have left together
+    CHECK(rl.peek_exact("user", limit, window).allowed);
+
+    // Events spread out leave one by one: Retry-After names the oldest's departure.
+    for (int64_t i = 0; i < limit; ++i) {
+        rl.hit_exact("spread", limit, window);
+        clock.advance_secs(10);
+    }
+    // Now 100 s after the first: it leaves in 200 s.
+    CHECK(rl.peek_exact("spread", limit, window).retry_after_secs == 200);
+    clock.advance_secs(199);
+    CHECK_FALSE(rl.peek_exact("spread", limit, window).allowed);
+    clock.advance_secs(1);
+    CHECK(rl.peek_exact("spread", limit, window).allowed);
+    rl.hit_exact("spread", limit, window);
+    CHECK_FALSE(rl.peek_exact("spread", limit, window).allowed);
+    CHECK(rl.peek_exact("spread", limit, window).retry_after_secs == 10);
+}
+
+TEST_CASE("exact counts keep at most limit times, survive a clock set back, and are swept") {
+    FakeClock clock;
+    RateLimiter rl(clock);
+    for (int i = 0; i < 5000; ++i) {
+        rl.hit_exact("k", 3, 60);
+    }
+    const auto s = rl.peek_exact("k", 3, 60);
+    CHECK_FALSE(s.allowed);
+    CHECK(s.retry_after_secs == 60);
+
+    // A clock set back a day: the events count from now, for one window, not for a day.
+    clock.advance_secs(-86400);
+    CHECK(rl.peek_exact("k", 3, 60).retry_after_secs == 60);
+    clock.advance_secs(60);
+    CHECK(rl.peek_exact("k", 3, 60).allowed);
+
+    // A new window length starts afresh; a limit of 0 refuses for a window.
+    rl.hit_exact("w", 1, 60);
+    CHECK_FALSE(rl.peek_exact("w", 1, 60).allowed);
+    CHECK(rl.peek_exact("w", 1, 120).allowed);
+    CHECK(rl.peek_exact("zero", 0, 60).retry_after_secs == 60);
+
+    // Swept once every event has left its window: "k"'s have, "w"'s new one has not.
+    rl.hit_exact("w", 1, 60);
+    CHECK(rl.size() == 2);
+    CHECK(rl.sweep() == 1);
+    CHECK(rl.size() == 1);
+    clock.advance_secs(59);
+    CHECK(rl.sweep() == 0);
+    clock.advance_secs(1);
+    CHECK(rl.sweep() == 1);
+    CHECK(rl.size() == 0);
+}
