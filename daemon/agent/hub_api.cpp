@@ -1,6 +1,10 @@
 // The hub on the agent API (SPEC §3.3): publish, retrieve and delete, each authenticated by
 // both the agent key (x-api-key) and a session of the same agent (Authorization: Bearer), and
 // counted against the agent's rate limit.
+#include <charconv>
+#include <string_view>
+#include <variant>
+
 #include <boost/beast/core/string.hpp>
 #include <fmt/format.h>
 
@@ -92,6 +96,28 @@ bool wants_plain_text(std::string_view accept) {
     return plain && !json_too;
 }
 
+// Where the agent stands against its limit for one more hub call; the 429 to answer (counted
+// and audited) when the limit refuses it.
+std::variant<RateLimitState, Response> check_hub_limit(AgentApiContext& ctx, const Agent& agent) {
+    const RateLimitState limit = ctx.limiter.peek(agent_limit_key(agent), agent.rate_limit.requests,
+                                                  agent.rate_limit.window_secs);
+    if (limit.allowed) {
+        return limit;
+    }
+    ctx.metrics.count_rate_limited("agent");
+    ctx.audit.record({"agent:" + agent.id,
+                      "rate_limit",
+                      "hub",
+                      "rate_limit_exceeded",
+                      {{"scope", "agent"}, {"limit", limit.limit}}});
+    Response res =
+        http::error_response(HttpStatus::too_many_requests, "rate_limit_exceeded",
+                             fmt::format("agent {} is limited to {} requests per {} s", agent.name,
+                                         agent.rate_limit.requests, agent.rate_limit.window_secs));
+    set_rate_limit_headers(res, limit);
+    return res;
+}
+
 // One hub call: authenticate, count it against the agent's limit, run `step`, and put the
 // limit's headers on whatever comes back.
 using HubStep = std::function<asio::awaitable<Response>(http::RequestContext&, const Agent&)>;
@@ -104,24 +130,12 @@ http::Handler hub_route(AgentApiContext& ctx, std::string_view action, HubStep s
             co_return std::move(*refusal);
         }
         const Agent& agent = std::get<Agent>(who);
-        const std::string limit_key = agent_limit_key(agent);
-        const RateLimitState limit =
-            ctx.limiter.peek(limit_key, agent.rate_limit.requests, agent.rate_limit.window_secs);
-        if (!limit.allowed) {
-            ctx.metrics.count_rate_limited("agent");
-            ctx.audit.record({"agent:" + agent.id,
-                              "rate_limit",
-                              "hub",
-                              "rate_limit_exceeded",
-                              {{"scope", "agent"}, {"limit", limit.limit}}});
-            Response res = http::error_response(
-                HttpStatus::too_many_requests, "rate_limit_exceeded",
-                fmt::format("agent {} is limited to {} requests per {} s", agent.name,
-                            agent.rate_limit.requests, agent.rate_limit.window_secs));
-            set_rate_limit_headers(res, limit);
-            co_return res;
+        auto checked = check_hub_limit(ctx, agent);
+        if (auto* refusal = std::get_if<Response>(&checked)) {
+            co_return std::move(*refusal);
         }
-        ctx.limiter.hit(limit_key, agent.rate_limit.window_secs);
+        const RateLimitState limit = std::get<RateLimitState>(checked);
+        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         Response res = co_await step(c, agent);
         set_rate_limit_headers(res, limit);
         co_return res;
@@ -135,16 +149,41 @@ std::string outcome_of(const Error& e) {
 }  // namespace
 
 void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
-    // A publish's body may be large: it is read only once its header names a known agent.
+    // A publish's body may be large: it is read only once its header names a known agent whose
+    // limit allows the call. A body its Content-Length says is too large is refused here too,
+    // so that the refusal is the agent's: counted against its limit and audited.
     http::Admission publish_admission;
     publish_admission.body_limit = ctx.hub.limits().publish_body_limit();
     publish_admission.check =
-        [&ctx](const http::Request::header_type& header) -> std::optional<Response> {
+        [&ctx, max_body = *publish_admission.body_limit](
+            const http::Request::header_type& header) -> std::optional<Response> {
         auto who = admit_hub(ctx, "hub.publish", header);
         if (auto* refusal = std::get_if<Response>(&who)) {
             return std::move(*refusal);
         }
-        return std::nullopt;
+        const Agent& agent = std::get<Agent>(who);
+        auto checked = check_hub_limit(ctx, agent);
+        if (auto* refusal = std::get_if<Response>(&checked)) {
+            return std::move(*refusal);
+        }
+        const std::string_view length = header[boost::beast::http::field::content_length];
+        uint64_t bytes = 0;
+        const auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+        if (length.empty() || ec != std::errc() || end != length.data() + length.size() ||
+            bytes <= max_body) {
+            return std::nullopt;  // within the limit, or chunked: the server enforces it
+        }
+        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
+        ctx.audit.record(
+            {"agent:" + agent.id,
+             "hub.publish",
+             "hub",
+             "payload_too_large",
+             {{"message", fmt::format("request body: more than {} bytes", max_body)}}});
+        Response res = http::error_response(HttpStatus::payload_too_large, "payload_too_large",
+                                            "request body is too large");
+        set_rate_limit_headers(res, std::get<RateLimitState>(checked));
+        return res;
     };
     router.add(
         verb::post, "/secure/agent/publish",

@@ -498,7 +498,7 @@ TEST_CASE("size limit, bad bodies and the blob quota", "[hub][limits]") {
     const HttpReply named = g.publish(alice, R"({"name":"n","data":"d","extra_1":1})");
     CHECK(parsed(named.body).value("message", "") == "field \"extra_1\": unknown field");
     const std::string pasted = "sk-pasted-" + std::string(1000, 'q');
-    const std::string big(60 * 1024, 'z');  // under the body limit: 6 × 1 KiB + 64 KiB
+    const std::string big(60 * 1024, 'z');  // well under the body limit (1 MiB)
     for (const std::string& key : {pasted, big, std::string("Extra"), std::string(33, 'e')}) {
         const HttpReply unnamed =
             g.publish(alice, json{{"name", "n"}, {"data", "d"}, {key, 1}}.dump());
@@ -573,6 +573,36 @@ TEST_CASE("hub calls count against the agent's rate limit", "[hub][ratelimit]") 
     // The refused DELETE did not delete: the operator still finds the blob.
     const json kept = g.control_ok("POST", "/v1/hub/retrieve", json{{"token", token}}.dump());
     CHECK(kept.value("data", "") == "limited");
+}
+
+TEST_CASE("a publish over the body limit is the agent's: counted, audited, limited first",
+          "[hub][ratelimit][limits]") {
+    Gateway g({"--hub-max-data", "1024"});  // the body limit is then its floor, 1 MiB
+    const HubAgent alice = g.agent("alice-agent");
+    g.set_limit(alice, 2, 86400);
+    const std::string big = json{{"name", "n"}, {"data", std::string(1100 * 1024, 'x')}}.dump();
+
+    const HttpReply too_large = g.publish(alice, big);
+    check_error(too_large, 413, "payload_too_large");
+    check_rate_limit_headers(too_large);
+    CHECK(header(too_large, "ratelimit-remaining") == "1");
+    json refusal;
+    for (int i = 0; i < 100 && refusal.is_null(); ++i) {  // audit entries come in batches
+        const json entries = g.control_ok("GET", "/v1/audit?limit=1000")["entries"];
+        for (const json& e : entries) {
+            if (e.value("action", "") == "hub.publish" &&
+                e.value("outcome", "") == "payload_too_large") {
+                refusal = e;
+            }
+        }
+        std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(refusal.is_object());
+    CHECK(refusal.value("actor", "") == "agent:" + alice.id);
+
+    CHECK(g.publish(alice, json{{"name", "n"}, {"data", "d"}}.dump()).status == 200);
+    // Over the limit, the header is enough for the answer: 429, not 413.
+    check_error(g.publish(alice, big), 429, "rate_limit_exceeded");
 }
 
 TEST_CASE("blobs survive a restart, and a SIGKILL after acknowledged publishes", "[hub][restart]") {
