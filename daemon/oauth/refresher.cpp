@@ -105,13 +105,13 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
     }
     const OAuthTokens& t = ***loaded;
     // A wait after failures holds for the generation that failed: a credential refreshed on
-    // demand since, or replaced, is looked at afresh. A wait longer than the longest there is
-    // means the clock was set back: it is over.
+    // demand since, or replaced, is looked at afresh. More of the wait left than the wait
+    // itself means the clock was set back: it is over.
     if (const auto b = backoff_.find(key); b != backoff_.end()) {
         const int64_t left = b->second.next_at - clock_.now_secs();
         if (b->second.generation != t.generation) {
             backoff_.erase(b);
-        } else if (left > 0 && left <= k_backoff_max_secs) {
+        } else if (left > 0 && left <= b->second.wait_secs) {
             co_return;
         }
     }
@@ -141,11 +141,12 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
     }
     Backoff& b = backoff_[key];
     if (b.generation != generation) {
-        b = Backoff{generation, 0, 0};
+        b = Backoff{generation, 0, 0, 0};
     }
     ++b.failures;
     const int doublings = std::min(b.failures - 1, 10);  // 30 s << 10 is past the cap already
-    b.next_at = clock_.now_secs() + std::min(k_backoff_first_secs << doublings, k_backoff_max_secs);
+    b.wait_secs = std::min(k_backoff_first_secs << doublings, k_backoff_max_secs);
+    b.next_at = clock_.now_secs() + b.wait_secs;
 }
 
 asio::awaitable<Status> TokenRefresher::run(const Service& service, const std::string& key,

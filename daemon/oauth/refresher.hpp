@@ -53,7 +53,8 @@ class TokenRefresher {
     struct Backoff {
         uint64_t generation = 0;
         int failures = 0;
-        int64_t next_at = 0;  // clock_ seconds
+        int64_t wait_secs = 0;  // the wait the last failure set
+        int64_t next_at = 0;    // clock_ seconds
     };
     boost::asio::awaitable<Status> run(const Service& service, const std::string& key,
                                        uint64_t seen);

@@ -165,11 +165,22 @@ TEST_CASE("the background refresh waits longer after each failure, up to a cap",
         CHECK(f.look(key) == before + 1);
     }
 
-    // A clock set back does not make a wait longer than the longest there is: 200 s back
-    // right after a failure, the wait would be 1,100 s.
+    // A clock set back does not make a wait longer than itself: 200 s back right after a
+    // failure, the 900 s wait would have 1,100 s to go.
     const size_t before = f.stub.requests("refresh_token").size();
     f.clock.advance_secs(-200);
     CHECK(f.look(key) == before + 1);
+}
+
+TEST_CASE("a clock set back ends the background refresh's first wait too",
+          "[oauth][refresh][stub]") {
+    Fixture f("denied");
+    const std::string key = f.store("stub-refresh-0");
+    REQUIRE(f.look(key) == 1);  // waiting 30 s now
+    f.clock.advance_secs(-60);  // 90 s to go: more than the wait itself
+    CHECK(f.look(key) == 2);
+    f.clock.advance_secs(2 * TokenRefresher::k_backoff_first_secs - 1);
+    CHECK(f.look(key) == 2);  // the second wait holds as usual
 }
 
 TEST_CASE("a look while a refresh is under way leaves it alone", "[oauth][refresh][stub]") {
