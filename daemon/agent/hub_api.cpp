@@ -118,24 +118,30 @@ std::variant<RateLimitState, Response> check_hub_limit(AgentApiContext& ctx, con
     return res;
 }
 
-// One hub call: authenticate, count it against the agent's limit, run `step`, and put the
-// limit's headers on whatever comes back.
+// One hub call: authenticate, count it against the agent's limit (unless the route's header
+// check counted it already), run `step`, and put the limit's headers on whatever comes back.
 using HubStep = std::function<asio::awaitable<Response>(http::RequestContext&, const Agent&)>;
 
-http::Handler hub_route(AgentApiContext& ctx, std::string_view action, HubStep step) {
-    return [&ctx, action,
-            step = std::move(step)](http::RequestContext& c) -> asio::awaitable<Response> {
+http::Handler hub_route(AgentApiContext& ctx, std::string_view action, HubStep step,
+                        bool counted_at_header = false) {
+    return [&ctx, action, step = std::move(step),
+            counted_at_header](http::RequestContext& c) -> asio::awaitable<Response> {
         auto who = admit_hub(ctx, action, c.req);
         if (auto* refusal = std::get_if<Response>(&who)) {
             co_return std::move(*refusal);
         }
         const Agent& agent = std::get<Agent>(who);
-        auto checked = check_hub_limit(ctx, agent);
-        if (auto* refusal = std::get_if<Response>(&checked)) {
-            co_return std::move(*refusal);
+        RateLimitState limit;
+        if (counted_at_header) {
+            limit = standing_limit(ctx, agent);
+        } else {
+            auto checked = check_hub_limit(ctx, agent);
+            if (auto* refusal = std::get_if<Response>(&checked)) {
+                co_return std::move(*refusal);
+            }
+            limit = std::get<RateLimitState>(checked);
+            ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         }
-        const RateLimitState limit = std::get<RateLimitState>(checked);
-        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         Response res = co_await step(c, agent);
         set_rate_limit_headers(res, limit);
         co_return res;
@@ -150,8 +156,9 @@ std::string outcome_of(const Error& e) {
 
 void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
     // A publish's body may be large: it is read only once its header names a known agent whose
-    // limit allows the call. A body its Content-Length says is too large is refused here too,
-    // so that the refusal is the agent's: counted against its limit and audited.
+    // limit allows the call, which is then counted (so that publishes sent together cannot all
+    // pass on one request left). A body its Content-Length says is too large is refused here
+    // too, so that the refusal is the agent's: counted against its limit and audited.
     http::Admission publish_admission;
     publish_admission.body_limit = ctx.hub.limits().publish_body_limit();
     publish_admission.check =
@@ -169,11 +176,11 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
         const std::string_view length = header[boost::beast::http::field::content_length];
         uint64_t bytes = 0;
         const auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         if (length.empty() || ec != std::errc() || end != length.data() + length.size() ||
             bytes <= max_body) {
             return std::nullopt;  // within the limit, or chunked: the server enforces it
         }
-        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         ctx.audit.record(
             {"agent:" + agent.id,
              "hub.publish",
@@ -187,44 +194,46 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
     };
     router.add(
         verb::post, "/secure/agent/publish",
-        hub_route(ctx, "hub.publish",
-                  [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
-                      auto body = JsonBody::parse(c.req.body(),
-                                                  {"name", "data", "ttl", "once", "recipients"});
-                      Result<BlobInput> input =
-                          body ? blob_input_from(*body, agent, ctx.registry, ctx.hub.limits())
-                               : Result<BlobInput>(body.error());
-                      if (input) {
-                          if (auto s = ctx.hub.check(*input); !s) {
-                              input = s.error();
-                          }
-                      }
-                      const auto refuse = [&](const Error& e) {
-                          ctx.audit.record({"agent:" + agent.id,
-                                            "hub.publish",
-                                            "hub",
-                                            outcome_of(e),
-                                            {{"message", e.message}}});
-                          return http::error_response(e);
-                      };
-                      if (!input) {
-                          co_return refuse(input.error());
-                      }
-                      const auto published = co_await ctx.hub.publish(*input);
-                      if (!published) {
-                          co_return refuse(published.error());
-                      }
-                      ctx.audit.record({"agent:" + agent.id, "hub.publish",
-                                        "blob:" + published->fingerprint, "ok"},
-                                       DetailsText()
-                                           .add("bytes", uint64_t{input->data.size()})
-                                           .add("name", input->name)
-                                           .add("once", input->once)
-                                           .add("recipients", uint64_t{input->recipient_ids.size()})
-                                           .add("ttl", int64_t{input->ttl_secs})
-                                           .take());
-                      co_return http::json_response(HttpStatus::ok, publish_receipt(*published));
-                  }),
+        hub_route(
+            ctx, "hub.publish",
+            [&ctx](http::RequestContext& c, const Agent& agent) -> asio::awaitable<Response> {
+                auto body =
+                    JsonBody::parse(c.req.body(), {"name", "data", "ttl", "once", "recipients"});
+                Result<BlobInput> input =
+                    body ? blob_input_from(*body, agent, ctx.registry, ctx.hub.limits())
+                         : Result<BlobInput>(body.error());
+                if (input) {
+                    if (auto s = ctx.hub.check(*input); !s) {
+                        input = s.error();
+                    }
+                }
+                const auto refuse = [&](const Error& e) {
+                    ctx.audit.record({"agent:" + agent.id,
+                                      "hub.publish",
+                                      "hub",
+                                      outcome_of(e),
+                                      {{"message", e.message}}});
+                    return http::error_response(e);
+                };
+                if (!input) {
+                    co_return refuse(input.error());
+                }
+                const auto published = co_await ctx.hub.publish(*input);
+                if (!published) {
+                    co_return refuse(published.error());
+                }
+                ctx.audit.record(
+                    {"agent:" + agent.id, "hub.publish", "blob:" + published->fingerprint, "ok"},
+                    DetailsText()
+                        .add("bytes", uint64_t{input->data.size()})
+                        .add("name", input->name)
+                        .add("once", input->once)
+                        .add("recipients", uint64_t{input->recipient_ids.size()})
+                        .add("ttl", int64_t{input->ttl_secs})
+                        .take());
+                co_return http::json_response(HttpStatus::ok, publish_receipt(*published));
+            },
+            /*counted_at_header=*/true),
         std::move(publish_admission));
 
     router.add(

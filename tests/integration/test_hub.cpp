@@ -10,10 +10,12 @@
 #include <latch>
 #include <map>
 #include <mutex>
+#include <netinet/in.h>
 #include <regex>
 #include <set>
 #include <signal.h>
 #include <sstream>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -604,6 +606,47 @@ TEST_CASE("a publish over the body limit is the agent's: counted, audited, limit
     CHECK(g.publish(alice, json{{"name", "n"}, {"data", "d"}}.dump()).status == 200);
     // Over the limit, the header is enough for the answer: 429, not 413.
     check_error(g.publish(alice, big), 429, "rate_limit_exceeded");
+}
+
+TEST_CASE("a publish counts from its header: one whose body is still coming holds the last call",
+          "[hub][ratelimit]") {
+    Gateway g;
+    const HubAgent alice = g.agent("alice-agent");
+    g.set_limit(alice, 1, 86400);
+
+    // A publish whose header has arrived and whose body has not.
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(g.url().substr(g.url().rfind(':') + 1))));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    std::string head = "POST /secure/agent/publish HTTP/1.1\r\nHost: x\r\n";
+    for (const std::string& h : alice.auth()) {
+        head += h + "\r\n";
+    }
+    head += "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    REQUIRE(::send(fd, head.data(), head.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(head.size()));
+    // Its header is checked, and the call counted, as soon as it is read: GET /api, which
+    // shows the agent's limit as it stands, sees the last call taken.
+    std::string remaining;
+    for (int i = 0; i < 250 && remaining != "0"; ++i) {
+        const HttpReply api =
+            http_request("GET", g.url() + "/api", "", {"Authorization: Bearer " + alice.session});
+        REQUIRE(api.status == 200);
+        remaining = header(api, "ratelimit-remaining");
+        if (remaining != "0") {
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    CHECK(remaining == "0");
+
+    // The one call the limit allows is taken: a whole publish sent now is refused.
+    check_error(g.publish(alice, json{{"name", "n"}, {"data", "d"}}.dump()), 429,
+                "rate_limit_exceeded");
+    ::close(fd);
 }
 
 TEST_CASE("blobs survive a restart, and a SIGKILL after acknowledged publishes", "[hub][restart]") {
