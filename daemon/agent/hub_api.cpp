@@ -1,7 +1,6 @@
 // The hub on the agent API (SPEC §3.3): publish, retrieve and delete, each authenticated by
 // both the agent key (x-api-key) and a session of the same agent (Authorization: Bearer), and
 // counted against the agent's rate limit.
-#include <charconv>
 #include <string_view>
 #include <variant>
 
@@ -163,7 +162,8 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
     publish_admission.body_limit = ctx.hub.limits().publish_body_limit();
     publish_admission.check =
         [&ctx, max_body = *publish_admission.body_limit](
-            const http::Request::header_type& header) -> std::optional<Response> {
+            const http::Request::header_type& header,
+            std::optional<uint64_t> content_length) -> std::optional<Response> {
         auto who = admit_hub(ctx, "hub.publish", header);
         if (auto* refusal = std::get_if<Response>(&who)) {
             return std::move(*refusal);
@@ -173,12 +173,8 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
         if (auto* refusal = std::get_if<Response>(&checked)) {
             return std::move(*refusal);
         }
-        const std::string_view length = header[boost::beast::http::field::content_length];
-        uint64_t bytes = 0;
-        const auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), bytes);
         ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
-        if (length.empty() || ec != std::errc() || end != length.data() + length.size() ||
-            bytes <= max_body) {
+        if (!content_length || *content_length <= max_body) {
             return std::nullopt;  // within the limit, or chunked: the server enforces it
         }
         ctx.audit.record(

@@ -97,15 +97,12 @@ http::Response respond(Done& d) {
 Status check_query(const Ctx& c, const std::vector<std::string>& allowed) {
     for (const auto& [key, value] : c.query) {
         if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-            // Named only when it looks like a parameter name: a query of a bare token or
-            // secret ("?sk-...") must not come back in the answer or the audit log.
-            const bool nameable =
-                key.size() <= 32 && std::all_of(key.begin(), key.end(), [](char ch) {
-                    return (ch >= 'a' && ch <= 'z') || ch == '_';
-                });
+            // A query of a bare token or secret ("?sk-...") must not come back in the answer
+            // or the audit log.
             return make_error(Code::invalid_argument,
-                              nameable ? fmt::format("query parameter \"{}\": unknown", key)
-                                       : std::string("an unknown query parameter"));
+                              quotable_name(key)
+                                  ? fmt::format("query parameter \"{}\": unknown", key)
+                                  : std::string("an unknown query parameter"));
         }
         if (value.empty()) {
             return make_error(Code::invalid_argument,

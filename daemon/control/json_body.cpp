@@ -70,6 +70,12 @@ Status check_text(std::string_view field, std::string_view v, size_t max_bytes) 
     return {};
 }
 
+bool quotable_name(std::string_view name) {
+    return name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+               return (c >= 'a' && c <= 'z') || c == '_';
+           });
+}
+
 Result<JsonBody> JsonBody::parse(std::string_view body,
                                  std::initializer_list<std::string_view> fields, bool empty_ok) {
     if (empty_ok && body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
@@ -82,15 +88,9 @@ Result<JsonBody> JsonBody::parse(std::string_view body,
     }
     for (const auto& [key, _] : parsed->items()) {
         if (std::find(fields.begin(), fields.end(), key) == fields.end()) {
-            // Named only when it looks like a field name: a key of megabytes, or a token
-            // pasted in the wrong place, must not come back in the answer or the audit log.
-            // (No digits: a 32-character hex key is a common shape of API key.)
-            const bool nameable = !key.empty() && key.size() <= 32 &&
-                                  std::all_of(key.begin(), key.end(), [](char ch) {
-                                      return (ch >= 'a' && ch <= 'z') || ch == '_';
-                                  });
-            return nameable ? bad(key, "unknown field")
-                            : make_error(Code::invalid_argument, "request body: an unknown field");
+            return !key.empty() && quotable_name(key)
+                       ? bad(key, "unknown field")
+                       : make_error(Code::invalid_argument, "request body: an unknown field");
         }
     }
     return JsonBody(std::move(*parsed));

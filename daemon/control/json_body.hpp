@@ -20,6 +20,11 @@ namespace agentgw {
 Status check_name(std::string_view field, std::string_view value);  // 1-64 bytes, printable
 Status check_email(std::string_view field, std::string_view value);
 Status check_text(std::string_view field, std::string_view value, size_t max_bytes);
+// Whether a name the request gave (an unknown field or query parameter) may be quoted back in
+// an answer and the audit log: at most 32 of a-z and '_'. Anything else, a token pasted in the
+// wrong place or megabytes of text, is not named. (No digits: a 32-character hex key is a
+// common shape of API key.)
+bool quotable_name(std::string_view name);
 
 class JsonBody {
   public:

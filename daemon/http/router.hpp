@@ -4,6 +4,7 @@
 // with another method 405 with an Allow header. Build it at start-up, then only read it.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -45,9 +46,13 @@ using Handler = std::function<boost::asio::awaitable<Response>(RequestContext&)>
 // read and hold a body it would refuse anyway.
 struct Admission {
     std::optional<size_t> body_limit;  // in place of the listener's
-    // Answers a request that its header alone refuses (no valid credentials): the body is never
-    // read, and the connection closes after the answer.
-    std::function<std::optional<Response>(const Request::header_type&)> check;
+    // Answers a request that its header alone refuses (no valid credentials, a body announced
+    // over body_limit): the body is never read, and the connection closes after the answer.
+    // `content_length` is the length the header announces, as the parser read it (none for a
+    // chunked body).
+    std::function<std::optional<Response>(const Request::header_type&,
+                                          std::optional<std::uint64_t> content_length)>
+        check;
 };
 
 class Router {

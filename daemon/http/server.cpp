@@ -224,15 +224,16 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         if (!early) {
             full.emplace(std::move(head));
             size_t body_limit = limits.body_limit;
+            const auto length = full->content_length();
             if (const Admission* admission = router.admission(full->get())) {
                 body_limit = admission->body_limit.value_or(body_limit);
                 if (admission->check) {
-                    early = admission->check(full->get());
+                    early = admission->check(full->get(),
+                                             length ? std::optional(*length) : std::nullopt);
                     route_refused = early.has_value();
                 }
             }
             full->body_limit(body_limit);
-            const auto length = full->content_length();
             if (!early && length && *length > body_limit) {
                 early = protocol_error(beast_http::error::body_limit);
             }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <functional>
 #include <latch>
 #include <map>
 #include <mutex>
@@ -154,6 +155,19 @@ struct Gateway {
         json doc = parsed(r.body);
         REQUIRE(doc.is_object());
         return doc;
+    }
+
+    // The audit log's entries once `done` holds for them, or as they are after 10 s: entries
+    // recorded on the request path are written in batches.
+    json audit_entries(const std::function<bool(const json&)>& done) const {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        for (;;) {
+            json entries = control_ok("GET", "/v1/audit?limit=1000")["entries"];
+            if (done(entries) || std::chrono::steady_clock::now() > deadline) {
+                return entries;
+            }
+            std::this_thread::sleep_for(50ms);
+        }
     }
 
     // A user owning one new agent `name`, logged in.
@@ -508,15 +522,10 @@ TEST_CASE("size limit, bad bodies and the blob quota", "[hub][limits]") {
         check_error(unnamed, 400, "bad_request");
         CHECK(parsed(unnamed.body).value("message", "") == "request body: an unknown field");
     }
-    json entries;
-    for (int i = 0; i < 100; ++i) {  // written in batches: wait for the last refusal's
-        entries = g.control_ok("GET", "/v1/audit?limit=1000")["entries"];
-        if (entries.dump().find("request body: an unknown field") != std::string::npos) {
-            break;
-        }
-        std::this_thread::sleep_for(50ms);
-    }
-    const std::string audit_text = entries.dump();
+    const std::string audit_text =
+        g.audit_entries([](const json& entries) {
+             return entries.dump().find("request body: an unknown field") != std::string::npos;
+         }).dump();
     CHECK(audit_text.find("extra_field") != std::string::npos);
     CHECK(audit_text.find("sk-pasted") == std::string::npos);
     CHECK(audit_text.find("zzzz") == std::string::npos);
@@ -589,17 +598,17 @@ TEST_CASE("a publish over the body limit is the agent's: counted, audited, limit
     check_error(too_large, 413, "payload_too_large");
     check_rate_limit_headers(too_large);
     CHECK(header(too_large, "ratelimit-remaining") == "1");
-    json refusal;
-    for (int i = 0; i < 100 && refusal.is_null(); ++i) {  // audit entries come in batches
-        const json entries = g.control_ok("GET", "/v1/audit?limit=1000")["entries"];
+    const auto refusal_in = [](const json& entries) {
         for (const json& e : entries) {
             if (e.value("action", "") == "hub.publish" &&
                 e.value("outcome", "") == "payload_too_large") {
-                refusal = e;
+                return e;
             }
         }
-        std::this_thread::sleep_for(50ms);
-    }
+        return json();
+    };
+    const json refusal = refusal_in(
+        g.audit_entries([&](const json& entries) { return !refusal_in(entries).is_null(); }));
     REQUIRE(refusal.is_object());
     CHECK(refusal.value("actor", "") == "agent:" + alice.id);
 
@@ -739,19 +748,13 @@ TEST_CASE("no blob data or token on disk, in the log or in the audit log", "[hub
     const std::string fingerprint_target_pattern = "blob:[0-9a-f]{16}";
 
     // The audit entries are written in batches: wait for the last one (the refused retrieval).
-    json entries;
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    for (;;) {
-        entries = g.control_ok("GET", "/v1/audit?limit=1000")["entries"];
+    const json entries = g.audit_entries([](const json& entries) {
         size_t hub_entries = 0;
         for (const auto& e : entries) {
             hub_entries += e.value("action", "").rfind("hub.", 0) == 0 ? 1 : 0;
         }
-        if (hub_entries >= 9 || std::chrono::steady_clock::now() > deadline) {
-            break;
-        }
-        std::this_thread::sleep_for(50ms);
-    }
+        return hub_entries >= 9;
+    });
     std::map<std::string, std::vector<json>> by_action;
     for (const auto& e : entries) {
         by_action[e.value("action", "")].push_back(e);
