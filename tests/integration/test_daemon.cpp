@@ -284,8 +284,15 @@ TEST_CASE("a listener out of descriptors waits for one instead of spinning, then
 
     d->child->signal(SIGTERM);
     CHECK(d->child->wait(15s) == 0);
-    // One warning for the whole episode, not one per retry.
-    CHECK(count_of(d->child->stderr_text(), "accept failed") == 1);
+    // One warning per episode out of descriptors, not one per retry. Freed descriptors may
+    // run out again for a moment while the queued connections are taken: a second episode,
+    // with its own warning and its own end.
+    const std::string log = d->child->stderr_text();
+    const size_t warnings = count_of(log, "accept failed");
+    const size_t ends = count_of(log, "accepting connections again");
+    INFO(log);
+    CHECK(warnings >= 1);
+    CHECK(warnings <= ends + 1);  // the last episode may still be on at SIGTERM
 }
 
 TEST_CASE("agentgwd raises its soft limit on open files to the hard one", "[daemon]") {
