@@ -245,7 +245,7 @@ Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
         std::string hash = chain_hash_of_text(prev, text);
         text.pop_back();  // the closing brace
         text.append(",\"hash\":\"").append(hash).append("\"}");
-        TRY(txn.insert(Table::audit, seq_key(seq), text));
+        TRY(txn.append(Table::audit, seq_key(seq), text));
         prev = std::move(hash);
     }
     return txn.put(Table::settings, k_head_key, json{{"seq", seq}, {"hash", prev}}.dump());

@@ -208,6 +208,12 @@ Status WriteTxn::insert(Table table, std::string_view key, std::string_view valu
                    MDB_NOOVERWRITE);
 }
 
+Status WriteTxn::append(Table table, std::string_view key, std::string_view value) {
+    touch(table);
+    return put_raw(vault_.dbi(table), key, vault_.cipher_.seal(table_name(table), key, value),
+                   MDB_APPEND);
+}
+
 Result<bool> WriteTxn::erase(Table table, std::string_view key) {
     touch(table);
     if (!storable_key(key)) {

@@ -517,3 +517,45 @@ TEST_CASE("a map that cannot grow stops the process instead of crashing it", "[v
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == EXIT_FAILURE);
 }
+
+TEST_CASE("appends take keys in order only and fill their pages", "[vault]") {
+    TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    auto vault = test::open_vault(dir / "state", key);
+    REQUIRE(vault);
+    // The same records, in key order, inserted into one table and appended to another.
+    constexpr int k_records = 2000;
+    const std::string value(400, 'v');
+    REQUIRE((*vault)->write([&](WriteTxn& txn) -> Status {
+        for (int i = 0; i < k_records; ++i) {
+            const std::string k = fmt::format("{:08}", i);
+            TRY(txn.insert(Table::agents, k, value));
+            TRY(txn.append(Table::audit, k, value));
+        }
+        return {};
+    }));
+    const Status earlier = (*vault)->write(
+        [&](WriteTxn& txn) { return txn.append(Table::audit, fmt::format("{:08}", 5), value); });
+    REQUIRE_FALSE(earlier);
+    CHECK(earlier.error().code == Code::conflict);
+    CHECK(text(get(**vault, Table::audit, fmt::format("{:08}", 5))) == value);
+    vault->reset();
+
+    auto env = lmdb::Env::open((dir / "state").string(), {.max_dbs = 32});
+    REQUIRE(env);
+    auto txn = lmdb::Txn::begin(env->get(), nullptr, MDB_RDONLY);
+    REQUIRE(txn);
+    auto leaf_pages = [&](const char* name) {
+        MDB_dbi dbi = 0;
+        REQUIRE(mdb_dbi_open(txn->get(), name, 0, &dbi) == 0);
+        MDB_stat st{};
+        REQUIRE(mdb_stat(txn->get(), dbi, &st) == 0);
+        CHECK(st.ms_entries == k_records);
+        return st.ms_leaf_pages;
+    };
+    const size_t inserted = leaf_pages("agents");
+    const size_t appended = leaf_pages("audit");
+    // Inserting in key order already leaves pages about seven-eighths full here; appending
+    // leaves them full (250 pages against 286).
+    CHECK(appended < inserted);
+}
