@@ -45,9 +45,10 @@ constexpr auto k_tuple = asio::as_tuple(asio::use_awaitable);
 // takes them.
 constexpr uint64_t k_whole_body = 64 * 1024;
 
-// Watches the agent's socket while nothing is read from it, as the upstream works on its
-// answer: when the agent closes its connection (or it is reset), the exchange is abandoned
-// rather than left to run, holding an upstream connection, until the upstream answers. Bytes
+// Watches the agent's socket while nothing is read from it or written to it, as the upstream
+// works on its answer or a stream waits for its next piece: when the agent closes its
+// connection (or it is reset), the exchange is abandoned rather than left to run, holding an
+// upstream connection, until the upstream sends something. Bytes
 // waiting to be read (a request sent ahead) mean the agent is still there, and end the watch.
 // As with nginx, an agent that shuts down only its sending side counts as gone. The watch is
 // one receive that peeks (it takes nothing from the socket): Asio tries it at once and
@@ -1036,7 +1037,21 @@ class ProxyExchange {
             if (!transfer.ready() && !out.empty()) {
                 piece.clear();  // the head alone; the body follows as it arrives
             } else {
+                // A stream may fall silent for as long as its timeout allows between pieces:
+                // while it does, the agent is watched as it is before the head, so that one
+                // who left does not hold the upstream until the next piece. (An answer of known
+                // length is bounded by its timeout, and one who left is noticed at the next
+                // write.)
+                std::optional<AgentWatch> watch;
+                if (transfer.open_ended() && !transfer.ready() && ex_.buffer.size() == 0) {
+                    watch.emplace(ex_.stream.socket(), transfer);
+                }
                 broken = co_await transfer.read(piece);
+                if (watch && watch->agent_left()) {
+                    client_ok = false;
+                    broken.reset();
+                    break;
+                }
                 last = broken || piece.empty() || transfer.complete();
             }
             if (length && !bodiless && piece.size() > *length - sent) {

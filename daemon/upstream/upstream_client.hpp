@@ -106,6 +106,11 @@ class Transfer {
     // Whether the exchange ended well and everything it delivered has been read.
     bool complete() const { return done_ && !failure_ && pending_.empty(); }
 
+    // Whether the response may go on for as long as it keeps sending (an event stream, or a
+    // body of unknown length): its timeout bounds the silences, not the whole. Known once the
+    // head is in.
+    bool open_ended() const { return idle_timeout_; }
+
     // Bytes of response body delivered so far.
     uint64_t bytes_received() const { return bytes_received_; }
 

@@ -1487,11 +1487,9 @@ TEST_CASE("an upstream answering an upload before reading it is relayed and not 
     CHECK(r.body.size() == 262144);
 }
 
-TEST_CASE("an agent that leaves before the answer has its upstream exchange abandoned",
-          "[proxy][upstream]") {
-    Gateway g;
-    const Agent worker = g.start_echo_worker();
-    auto recorded = [&](const std::string& field) {
+// The first record of the test upstream that has `field`, waited for up to 5 s.
+std::optional<json> wait_for_record(Gateway& g, const std::string& field) {
+    auto recorded = [&] {
         for (const json& r : g.upstream->requests()) {
             if (r.contains(field)) {
                 return std::optional<json>(r);
@@ -1499,13 +1497,18 @@ TEST_CASE("an agent that leaves before the answer has its upstream exchange aban
         }
         return std::optional<json>();
     };
-    auto wait_for = [&](const std::string& field) {
-        const auto deadline = SteadyClock::now() + 5s;
-        while (!recorded(field) && SteadyClock::now() < deadline) {
-            std::this_thread::sleep_for(20ms);
-        }
-        return recorded(field);
-    };
+    const auto deadline = SteadyClock::now() + 5s;
+    while (!recorded() && SteadyClock::now() < deadline) {
+        std::this_thread::sleep_for(20ms);
+    }
+    return recorded();
+}
+
+TEST_CASE("an agent that leaves before the answer has its upstream exchange abandoned",
+          "[proxy][upstream]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    auto wait_for = [&](const std::string& field) { return wait_for_record(g, field); };
     {
         RawConnection c(g.port);
         c.send("GET /api/echo/stall?secs=20&watch=1 HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
@@ -1543,6 +1546,39 @@ TEST_CASE("an agent that leaves before the answer has its upstream exchange aban
     }
     INFO(both.raw);
     CHECK(answers >= 1);
+}
+
+TEST_CASE("an agent that leaves a silent stream has its upstream exchange abandoned",
+          "[proxy][stream]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    const std::string first_event = "data: {\"n\": 0}\n\n";
+    {
+        RawConnection c(g.port);
+        c.send(
+            "GET /api/echo/sse?events=3&interval_ms=20000&watch=1 HTTP/1.1\r\nHost: x\r\n"
+            "X-Session-ID: " +
+            worker.session + "\r\n\r\n");
+        std::string got;
+        const auto deadline = SteadyClock::now() + 5s;
+        while (!contains(got, first_event) && SteadyClock::now() < deadline) {
+            got += c.read_some(4096, 500ms);
+        }
+        INFO(got);
+        REQUIRE(got.starts_with("HTTP/1.1 200 "));
+        REQUIRE(contains(got, first_event));  // the stream is under way, then falls silent
+    }                                         // the agent leaves in the silence
+    // The upstream sees its connection closed long before its next event is due in 20 s.
+    const auto gone = wait_for_record(g, "gone");
+    REQUIRE(gone);
+    CHECK(gone->at("after").get<double>() < 5.0);
+    const json entries = g.audit_entries("proxy", 1);
+    REQUIRE(entries.size() == 1);
+    CHECK(entries[0].at("outcome") == "client_gone");
+    CHECK(entries[0].at("details").at("status") == 200);
+    CHECK(entries[0].at("details").at("bytes_out") == first_event.size());
+    // The daemon goes on serving.
+    CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
 }
 
 TEST_CASE("the proxy keeps upstream connections open between bursts", "[proxy][reuse]") {

@@ -50,7 +50,8 @@ query parameters are parsed with urllib.parse; a bad parameter gets 400 JSON):
                           M ms apart, each in its own chunk. Defaults N=3, M=100. With
                           type=T the same pieces under Content-Type T; with length=1 under a
                           Content-Length for them all instead of chunked (a slow answer of
-                          known length).
+                          known length). With watch=1 it watches the connection between
+                          events, as /stall does.
   /large?bytes=N[&chunked=1]
                           N bytes of application/octet-stream, byte i = i % 251, sent in
                           64 KiB writes; Content-Length, or chunked with chunked=1.
@@ -493,8 +494,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self._begin_stream(200, content_type, [("Cache-Control", "no-cache")])
         for i, piece in enumerate(pieces):
-            if i > 0 and interval:
-                time.sleep(interval)
+            if i > 0 and interval and not self._wait(interval):
+                return
             self._write_chunk(piece)
         self._end_stream()
 
@@ -537,12 +538,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         time.sleep(self._float_param("secs", 1.0))
 
-    def _stall(self) -> None:
-        secs = self._float_param("secs", 1.0)
+    def _wait(self, secs: float) -> bool:
+        """Sleeps `secs` seconds. With watch=1 it watches the connection meanwhile: when the
+        client closes it, records {"gone": path, "after": seconds} and returns False at once."""
         if "watch" not in self.req_query:
             time.sleep(secs)
-            self._send_json(200, {"stalled": True})
-            return
+            return True
         started = time.monotonic()
         while (left := secs - (time.monotonic() - started)) > 0:
             readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
@@ -551,8 +552,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.server.recorder.write({"gone": self.req_path,
                                                 "after": time.monotonic() - started})
                 self.close_connection = True
-                return
-        self._send_json(200, {"stalled": True})
+                return False
+        return True
+
+    def _stall(self) -> None:
+        if self._wait(self._float_param("secs", 1.0)):
+            self._send_json(200, {"stalled": True})
 
     def _big_head(self) -> None:
         size = self._int_param("bytes", 1000, 0, 1_000_000)
