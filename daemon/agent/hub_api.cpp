@@ -151,13 +151,28 @@ std::string outcome_of(const Error& e) {
     return std::string(http::error_response(e)["Agentgw-Error"]);
 }
 
+// The agent's publish whose body is over the limit: audited as its own, with its limit's
+// headers (the call was counted at the header).
+Response publish_too_large(AgentApiContext& ctx, const Agent& agent, size_t max_body) {
+    ctx.audit.record({"agent:" + agent.id,
+                      "hub.publish",
+                      "hub",
+                      "payload_too_large",
+                      {{"message", fmt::format("request body: more than {} bytes", max_body)}}});
+    Response res = http::error_response(HttpStatus::payload_too_large, "payload_too_large",
+                                        "request body is too large");
+    set_rate_limit_headers(res, standing_limit(ctx, agent));
+    return res;
+}
+
 }  // namespace
 
 void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
     // A publish's body may be large: it is read only once its header names a known agent whose
     // limit allows the call, which is then counted (so that publishes sent together cannot all
     // pass on one request left). A body its Content-Length says is too large is refused here
-    // too, so that the refusal is the agent's: counted against its limit and audited.
+    // too, and a chunked one once it has grown too large, so that the refusal is the agent's:
+    // counted against its limit and audited.
     http::Admission publish_admission;
     publish_admission.body_limit = ctx.hub.limits().publish_body_limit();
     publish_admission.check =
@@ -175,18 +190,17 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
         }
         ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         if (!content_length || *content_length <= max_body) {
-            return std::nullopt;  // within the limit, or chunked: the server enforces it
+            return std::nullopt;  // within the limit, or chunked: judged as it is read
         }
-        ctx.audit.record(
-            {"agent:" + agent.id,
-             "hub.publish",
-             "hub",
-             "payload_too_large",
-             {{"message", fmt::format("request body: more than {} bytes", max_body)}}});
-        Response res = http::error_response(HttpStatus::payload_too_large, "payload_too_large",
-                                            "request body is too large");
-        set_rate_limit_headers(res, std::get<RateLimitState>(checked));
-        return res;
+        return publish_too_large(ctx, agent, max_body);
+    };
+    publish_admission.oversized = [&ctx, max_body = *publish_admission.body_limit](
+                                      const http::Request::header_type& header) -> Response {
+        auto who = admit_hub(ctx, "hub.publish", header);  // it may have gone meanwhile
+        if (auto* refusal = std::get_if<Response>(&who)) {
+            return std::move(*refusal);
+        }
+        return publish_too_large(ctx, std::get<Agent>(who), max_body);
     };
     router.add(
         verb::post, "/secure/agent/publish",

@@ -53,6 +53,10 @@ struct Admission {
     std::function<std::optional<Response>(const Request::header_type&,
                                           std::optional<std::uint64_t> content_length)>
         check;
+    // Answers a request that `check` let in and whose body, of no announced length (chunked),
+    // turned out longer than body_limit as it was read; without it the server answers 413 of
+    // its own. The connection closes after the answer.
+    std::function<Response(const Request::header_type&)> oversized;
 };
 
 class Router {

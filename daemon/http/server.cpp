@@ -221,11 +221,13 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
         const bool head_request = head.get().method() == beast_http::verb::head;
         std::optional<beast_http::request_parser<beast_http::string_body>> full;
         bool route_refused = false;  // by its admission check: an answer of the route's own
+        const Admission* admission = nullptr;
         if (!early) {
             full.emplace(std::move(head));
             size_t body_limit = limits.body_limit;
             const auto length = full->content_length();
-            if (const Admission* admission = router.admission(full->get())) {
+            admission = router.admission(full->get());
+            if (admission != nullptr) {
                 body_limit = admission->body_limit.value_or(body_limit);
                 if (admission->check) {
                     early = admission->check(full->get(),
@@ -255,7 +257,11 @@ asio::awaitable<void> Server::session(Stream stream, Peer peer, const Router& ro
                        is_disconnect(ec))) {
                 break;
             }
-            if (ec) {
+            if (ec == beast_http::error::body_limit && admission != nullptr &&
+                admission->oversized) {
+                early = admission->oversized(full->get());
+                route_refused = true;
+            } else if (ec) {
                 early = protocol_error(ec);
             }
         }
