@@ -354,17 +354,27 @@ asio::awaitable<void> DeviceFlows::poll(const std::shared_ptr<Poller>& poller_re
 
         bool retryable = false;
         auto reply = co_await post_form(client_, service, service.auth.token_url, form, &retryable);
-        if (!reply) {
+        const std::string code = reply ? error_code(*reply) : std::string();
+        // A server in trouble says nothing about the code: an answer that never came or is no
+        // OAuth answer, a 5xx or 429 whatever error it names, and the errors that name a
+        // passing state (RFC 6749 §4.1.2.1, which servers send from the token endpoint too).
+        const bool in_trouble = !reply || reply->status >= 500 || reply->status == 429 ||
+                                code == "server_error" || code == "temporarily_unavailable";
+        const bool definite = code == "authorization_pending" || code == "slow_down" ||
+                              code == "access_denied" || code == "expired_token";
+        if (in_trouble && !definite) {
             // The code stays valid: a failed poll is tried again, at twice the interval for
             // good (RFC 8628 §3.5: a client that times out must poll less often), so that a
             // struggling server is not kept busy.
-            spdlog::warn("device flow {}: {}", id, reply.error().message);
+            spdlog::warn("device flow {}: {}", id,
+                         reply ? fmt::format("the token endpoint answered HTTP {}: {}",
+                                             reply->status, error_text(*reply, form))
+                               : reply.error().message);
             const int64_t next = std::min(interval * 2, k_max_interval_secs);
             const std::function<void(json&)> change = [next](json& r) { r["interval"] = next; };
             (void)co_await update(change);
             continue;
         }
-        const std::string code = error_code(*reply);
         if (code == "authorization_pending") {
             continue;
         }

@@ -836,6 +836,17 @@ TEST_CASE("the device flow follows the token endpoint's answers", "[oauth][devic
         CHECK(gaps[2] >= 3.6);  // after the second: 4 s
         CHECK(gaps[3] >= 3.6);  // a pending answer does not bring it back down
     }
+    SECTION("a server in trouble is polled again slower whatever error it names") {
+        // A 503 naming temporarily_unavailable, then a 400 naming it.
+        TokenStub stub({.device_script = "unavailable,busy,tokens"});
+        Gateway g(stub_service(stub));
+        const auto [interval, gaps] = completed_flow(g, stub, 3);
+        INFO("gaps " << gaps[1] << " " << gaps[2]);
+        CHECK(interval == 4);
+        CHECK(gaps[1] >= 1.8);  // after the 503: 2 s
+        CHECK(gaps[2] >= 3.6);  // after the 400: 4 s
+        CHECK(g.call("GET", "/api/stub/resource").status == 200);
+    }
     SECTION("a reload that takes the service away ends the flow and is audited") {
         TokenStub stub({.device_script = "pending"});
         json svc = stub_service(stub);

@@ -17,8 +17,8 @@ namespace agentgw::test {
 
 struct TokenStubOptions {
     // Comma-separated answers, one per request, the last repeating (see token_stub.py):
-    // pending, slow_down, denied, expired, invalid_grant, http500, tokens, slow_tokens,
-    // slow_denied, access_only, split_tokens, slow_pending, long_invalid_grant.
+    // pending, slow_down, denied, expired, invalid_grant, http500, unavailable, busy, tokens,
+    // slow_tokens, slow_denied, access_only, split_tokens, slow_pending, long_invalid_grant.
     std::string device_script = "pending";
     std::string refresh_script = "tokens";
     int64_t interval = 1;             // of the device authorization answer; 0 leaves it out

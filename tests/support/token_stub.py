@@ -25,6 +25,8 @@ Command line:
         expired        400 {"error": "expired_token"}
         invalid_grant  400 {"error": "invalid_grant"}
         http500        500 {} (no OAuth error: a failure that is safe to repeat)
+        unavailable    503 {"error": "temporarily_unavailable"}
+        busy           400 {"error": "temporarily_unavailable"}
         tokens         200 {"access_token": "stub-access-N", "refresh_token":
                        "stub-refresh-N", "token_type": "Bearer", "expires_in": SECS}
         slow_tokens    the same after 2 seconds (a refresh that others must wait for)
@@ -76,6 +78,8 @@ ANSWERS = {
     "invalid_grant": (400, {"error": "invalid_grant",
                             "error_description": "the refresh token was revoked"}),
     "http500": (500, {}),
+    "unavailable": (503, {"error": "temporarily_unavailable"}),
+    "busy": (400, {"error": "temporarily_unavailable"}),
     # A description of 301 bytes, "x" then 150 two-byte characters: cut at 200 bytes, it
     # splits one.
     "long_invalid_grant": (400, {"error": "invalid_grant",
