@@ -1089,7 +1089,7 @@ class ProxyExchange {
                 break;
             }
         }
-        if (!broken && length && !bodiless && sent != *length) {
+        if (client_ok && !broken && length && !bodiless && sent != *length) {
             broken = upstream::Failure{upstream::Failure::Kind::broken,
                                        "the upstream sent less than it announced"};
         }

@@ -487,8 +487,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(sum(len(p) for p in pieces)))
             self.end_headers()
             for i, piece in enumerate(pieces):
-                if i > 0 and interval:
-                    time.sleep(interval)
+                if i > 0 and interval and not self._wait(interval):
+                    return
                 if not self.is_head:
                     self.wfile.write(piece)
             return
@@ -547,12 +547,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         started = time.monotonic()
         while (left := secs - (time.monotonic() - started)) > 0:
             readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
-            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
-                if self.server.recorder is not None:
-                    self.server.recorder.write({"gone": self.req_path,
-                                                "after": time.monotonic() - started})
-                self.close_connection = True
-                return False
+            if not readable:
+                continue
+            try:
+                gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+            except ConnectionResetError:
+                gone = True
+            if not gone:
+                time.sleep(left)  # bytes sent ahead: the client is there, and stays readable
+                return True
+            if self.server.recorder is not None:
+                self.server.recorder.write({"gone": self.req_path,
+                                            "after": time.monotonic() - started})
+            self.close_connection = True
+            return False
         return True
 
     def _stall(self) -> None:
