@@ -229,6 +229,14 @@ Status AuditLog::init() {
 
 Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
     TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
+    if (!head.is_object()) {
+        // Only an empty log starts without its head; entries without one are a damaged log,
+        // which `audit verify` reports, not an entry that exists already.
+        TRY_ASSIGN(size_t entries, txn.count(Table::audit));
+        if (entries > 0) {
+            return make_error(Code::corrupt, "the audit log has entries but no head record");
+        }
+    }
     uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
     std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
     int64_t time_secs = -1;

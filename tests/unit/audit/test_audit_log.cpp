@@ -2,6 +2,7 @@
 
 #include "daemon/audit/audit_log.hpp"
 #include "tests/support/fake_clock.hpp"
+#include "tests/support/run_await.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/vault_fixture.hpp"
 
@@ -228,6 +229,11 @@ TEST_CASE("a log cut short at its end fails verification", "[audit]") {
     auto headless = f.audit->verify();
     REQUIRE(headless);
     CHECK_FALSE(headless->ok);
+    // Nor is anything appended to it: the damage is named as such.
+    const Status appended =
+        test::run_await(f.audit->append({"uid:0", "x", "agent:a1", "ok", {{"n", 1}}}));
+    REQUIRE_FALSE(appended);
+    CHECK(appended.error().code == Code::corrupt);
     REQUIRE(f.vault->write([](WriteTxn& txn) -> Status {
         for (const char last : {'\1', '\2'}) {
             TRY(txn.erase(Table::audit, std::string("\0\0\0\0\0\0\0", 7) + last));
