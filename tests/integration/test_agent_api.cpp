@@ -2,14 +2,10 @@
 // agentgwd over TCP: login and sessions, failed-login limiting per name and per address, health
 // and Prometheus metrics, GET /api discovery, HTTP/1.1 keep-alive, pipelining and protocol-level
 // refusals on a raw socket, and the official OpenAI Node SDK streaming through the proxy.
-#include <arpa/inet.h>
 #include <chrono>
 #include <ctime>
-#include <netinet/in.h>
-#include <poll.h>
 #include <regex>
 #include <sstream>
-#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -18,6 +14,7 @@
 
 #include "tests/integration/daemon_harness.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/raw_connection.hpp"
 #include "tests/support/test_upstream.hpp"
 
 #ifndef AGENTGW_NODE_DIR
@@ -214,152 +211,6 @@ bool has_sample_starting(const std::string& text, const std::string& prefix) {
 
 // ---------------------------------------------------------------------------------------------
 // A raw TCP connection, for what a well-behaved client library will not send.
-
-struct RawResponse {
-    int status = 0;
-    std::map<std::string, std::string> headers;  // names lower-cased
-    std::string body;
-
-    // The value of header `name` (lower case), or "" when absent.
-    std::string field(const std::string& name) const {
-        const auto it = headers.find(name);
-        return it == headers.end() ? std::string() : it->second;
-    }
-};
-
-class RawConnection {
-  public:
-    explicit RawConnection(const std::string& base_url) {
-        std::smatch m;
-        REQUIRE(std::regex_search(base_url, m, std::regex(R"(http://([0-9.]+):([0-9]+))")));
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_port = htons(static_cast<uint16_t>(std::stoi(m[2])));
-        REQUIRE(::inet_pton(AF_INET, m[1].str().c_str(), &addr.sin_addr) == 1);
-        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    }
-    ~RawConnection() { ::close(fd_); }
-    RawConnection(const RawConnection&) = delete;
-    RawConnection& operator=(const RawConnection&) = delete;
-
-    // Writes all of `bytes` (one send call as far as the kernel allows).
-    void send(const std::string& bytes) {
-        size_t off = 0;
-        while (off < bytes.size()) {
-            const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-            REQUIRE(n > 0);
-            off += static_cast<size_t>(n);
-        }
-    }
-
-    // The next complete response, or nullopt when the connection ended or `timeout` passed first.
-    std::optional<RawResponse> next(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        for (;;) {
-            if (auto r = take()) {
-                return r;
-            }
-            if (eof_ || !fill(deadline)) {
-                return std::nullopt;
-            }
-        }
-    }
-
-    // Whether the server closed the connection within `timeout` without sending anything more.
-    bool closed(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (!eof_) {
-            if (!fill(deadline)) {
-                return false;
-            }
-        }
-        return buffer_.empty();
-    }
-
-    const std::string& unparsed() const { return buffer_; }
-
-  private:
-    // Reads what arrives before `deadline`; false on timeout.
-    bool fill(std::chrono::steady_clock::time_point deadline) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            return false;
-        }
-        pollfd p{fd_, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-            return false;
-        }
-        char buf[16384];
-        const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-        if (n > 0) {
-            buffer_.append(buf, static_cast<size_t>(n));
-        } else {
-            eof_ = true;  // orderly close, or a reset
-        }
-        return true;
-    }
-
-    // Removes one complete response (Content-Length or chunked framing) from the buffer.
-    std::optional<RawResponse> take() {
-        const size_t head_end = buffer_.find("\r\n\r\n");
-        if (head_end == std::string::npos) {
-            return std::nullopt;
-        }
-        RawResponse r;
-        std::istringstream head(buffer_.substr(0, head_end));
-        std::string line;
-        std::getline(head, line);
-        std::smatch m;
-        REQUIRE(std::regex_search(line, m, std::regex(R"(^HTTP/1\.1 ([0-9]{3}))")));
-        r.status = std::stoi(m[1]);
-        while (std::getline(head, line)) {
-            if (!line.empty() && line.back() == '\r') {
-                line.pop_back();
-            }
-            const size_t colon = line.find(':');
-            REQUIRE(colon != std::string::npos);
-            std::string name = line.substr(0, colon);
-            std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-            const size_t value = line.find_first_not_of(' ', colon + 1);
-            r.headers[name] = value == std::string::npos ? "" : line.substr(value);
-        }
-        size_t pos = head_end + 4;
-        if (contains(r.headers["transfer-encoding"], "chunked")) {
-            for (;;) {
-                const size_t eol = buffer_.find("\r\n", pos);
-                if (eol == std::string::npos) {
-                    return std::nullopt;
-                }
-                const size_t size = std::stoul(buffer_.substr(pos, eol - pos), nullptr, 16);
-                if (buffer_.size() < eol + 2 + size + 2) {
-                    return std::nullopt;
-                }
-                r.body.append(buffer_, eol + 2, size);
-                pos = eol + 2 + size + 2;
-                if (size == 0) {
-                    break;
-                }
-            }
-        } else {
-            const size_t length =
-                r.headers.contains("content-length") ? std::stoul(r.headers["content-length"]) : 0;
-            if (buffer_.size() < pos + length) {
-                return std::nullopt;
-            }
-            r.body = buffer_.substr(pos, length);
-            pos += length;
-        }
-        buffer_.erase(0, pos);
-        return r;
-    }
-
-    int fd_ = -1;
-    std::string buffer_;
-    bool eof_ = false;
-};
 
 // A protocol-level refusal: one JSON error response in the SPEC's shape, then a closed connection.
 void check_refused_and_closed(RawConnection& c, int status, const std::string& type) {
@@ -696,7 +547,7 @@ TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad
     Gateway g(services_file({service("svc", "http://127.0.0.1:9", "unused")}));
 
     SECTION("two requests in one write get two responses, in order") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send(
             "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
             "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
@@ -715,7 +566,7 @@ TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad
     }
 
     SECTION("pipelined requests to the router and the proxy keep their order") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send(
             "GET /login HTTP/1.1\r\nHost: gw\r\n\r\n"
             "GET /api/svc/first HTTP/1.1\r\nHost: gw\r\n\r\n"
@@ -734,14 +585,14 @@ TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad
 
     SECTION("headers over 16 KiB get 431") {
         {
-            RawConnection c(g.url);  // just under the limit is fine
+            RawConnection c(port_of(g.url));  // just under the limit is fine
             c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: " + std::string(15 * 1024, 'a') +
                    "\r\nConnection: close\r\n\r\n");
             const auto r = c.next();
             REQUIRE(r.has_value());
             CHECK(r->status == 200);
         }
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: " + std::string(17 * 1024, 'a') +
                "\r\n\r\n");
         const auto r = c.next();
@@ -757,7 +608,7 @@ TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad
     }
 
     SECTION("Transfer-Encoding other than chunked is refused and the connection closed") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send(
             "POST /login HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip\r\n\r\n"
             "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
@@ -765,25 +616,25 @@ TEST_CASE("the agent listener keeps connections alive, pipelines and refuses bad
     }
 
     SECTION("a Transfer-Encoding other than chunked on the proxy route") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send("POST /api/svc/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip\r\n\r\n");
         check_refused_and_closed(c, 400, "bad_request");
     }
 
     SECTION("a header value holding a NUL") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Bad: a\0b\r\n\r\n"s);
         check_refused_and_closed(c, 400, "bad_request");
     }
 
     SECTION("a header value holding a bare CR") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send("GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Bad: a\rb\r\n\r\n");
         check_refused_and_closed(c, 400, "bad_request");
     }
 
     SECTION("a header value holding a NUL, on the proxy route") {
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send("GET /api/svc/x HTTP/1.1\r\nHost: gw\r\nX-Bad: a\0b\r\n\r\n"s);
         check_refused_and_closed(c, 400, "bad_request");
     }
@@ -812,7 +663,7 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
                  "x-api-key: agw_wrong\r\nAuthorization: Bearer " + session + "\r\n",
              }) {
             INFO("credentials " << credentials);
-            RawConnection c(g.url);
+            RawConnection c(port_of(g.url));
             // Announces 2 MiB (allowed to an agent) and sends none of it: the answer cannot wait.
             c.send(publish_head + credentials + "Content-Length: 2097152\r\n\r\n");
             const auto r = c.next();
@@ -822,13 +673,13 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
             CHECK(c.closed());
         }
         // Asked to confirm first, it answers instead of inviting the body.
-        RawConnection asked(g.url);
+        RawConnection asked(port_of(g.url));
         asked.send(publish_head + "Expect: 100-continue\r\nContent-Length: 100\r\n\r\n");
         const auto refused = asked.next();
         REQUIRE(refused.has_value());
         CHECK(refused->status == 401);
         // With no body left unread, the connection stays open for the next request.
-        RawConnection kept(g.url);
+        RawConnection kept(port_of(g.url));
         kept.send(publish_head + "Content-Length: 0\r\n\r\n");
         const auto empty = kept.next();
         REQUIRE(empty.has_value());
@@ -848,7 +699,7 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
                      "\r\nAuthorization: Bearer " + session + "\r\n",
              }) {
             INFO("head " << head);
-            RawConnection c(g.url);
+            RawConnection c(port_of(g.url));
             c.send(head + "Content-Length: 16385\r\n\r\n");
             const auto r = c.next();
             REQUIRE(r.has_value());
@@ -856,7 +707,7 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
             CHECK(c.closed());
         }
         // A small body is still read and ignored: the login works.
-        RawConnection c(g.url);
+        RawConnection c(port_of(g.url));
         c.send("POST /login HTTP/1.1\r\nHost: gw\r\nusername: alice-agent\r\nx-api-key: " + key +
                "\r\nContent-Length: 2\r\n\r\n{}");
         const auto r = c.next();
@@ -869,13 +720,13 @@ TEST_CASE("the agent listener reads no large body before it knows the sender",
             "POST /login HTTP/1.1\r\nHost: gw\r\nusername: alice-agent\r\n"
             "x-api-key: " +
             key + "\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-        RawConnection invited(g.url);
+        RawConnection invited(port_of(g.url));
         invited.send(login);
         const auto go_on = invited.next();
         REQUIRE(go_on.has_value());
         CHECK(go_on->status == 100);
         // An HTTP/1.0 client knows no 1xx answer: its expectation is ignored.
-        RawConnection old(g.url);
+        RawConnection old(port_of(g.url));
         old.send(std::string(login).replace(login.find("HTTP/1.1"), 8, "HTTP/1.0"));
         CHECK_FALSE(old.next(std::chrono::milliseconds(500)).has_value());
         old.send("{}");

@@ -11,12 +11,10 @@
 #include <latch>
 #include <map>
 #include <mutex>
-#include <netinet/in.h>
 #include <regex>
 #include <set>
 #include <signal.h>
 #include <sstream>
-#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -25,6 +23,7 @@
 
 #include "tests/integration/daemon_harness.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/raw_connection.hpp"
 
 using namespace agentgw::test;
 using nlohmann::json;
@@ -635,20 +634,13 @@ TEST_CASE("a publish counts from its header: one whose body is still coming hold
     g.set_limit(alice, 1, 86400);
 
     // A publish whose header has arrived and whose body has not.
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(g.url().substr(g.url().rfind(':') + 1))));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    RawConnection held(port_of(g.url()));
     std::string head = "POST /secure/agent/publish HTTP/1.1\r\nHost: x\r\n";
     for (const std::string& h : alice.auth()) {
         head += h + "\r\n";
     }
     head += "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
-    REQUIRE(::send(fd, head.data(), head.size(), MSG_NOSIGNAL) ==
-            static_cast<ssize_t>(head.size()));
+    held.send(head);
     // Its header is checked, and the call counted, as soon as it is read: GET /api, which
     // shows the agent's limit as it stands, sees the last call taken.
     std::string remaining;
@@ -666,7 +658,6 @@ TEST_CASE("a publish counts from its header: one whose body is still coming hold
     // The one call the limit allows is taken: a whole publish sent now is refused.
     check_error(g.publish(alice, json{{"name", "n"}, {"data", "d"}}.dump()), 429,
                 "rate_limit_exceeded");
-    ::close(fd);
 }
 
 TEST_CASE("blobs survive a restart, and a SIGKILL after acknowledged publishes", "[hub][restart]") {

@@ -32,6 +32,7 @@
 
 #include "tests/integration/daemon_harness.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/raw_connection.hpp"
 #include "tests/support/test_upstream.hpp"
 
 using namespace agentgw::test;
@@ -127,130 +128,6 @@ long rss_kib(pid_t pid) {
 }
 
 // A response read off a raw socket.
-struct RawReply {
-    int status = 0;
-    std::map<std::string, std::string> headers;  // names lower-cased
-    std::string body;                            // what followed the head (not de-chunked)
-    std::string raw;                             // everything received
-    bool closed = false;                         // the daemon closed the connection
-};
-
-std::string raw_header(const RawReply& r, const std::string& name) {
-    const auto it = r.headers.find(name);
-    return it == r.headers.end() ? std::string() : it->second;
-}
-
-// One TCP connection to the daemon, for requests that must be sent byte for byte.
-class RawConnection {
-  public:
-    explicit RawConnection(uint16_t port, int receive_buffer = 0) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        REQUIRE(fd_ >= 0);
-        if (receive_buffer > 0) {
-            ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
-        }
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = htons(port);
-        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    }
-    ~RawConnection() { ::close(fd_); }
-    RawConnection(const RawConnection&) = delete;
-    RawConnection& operator=(const RawConnection&) = delete;
-
-    // Sends `bytes`; one write() unless the kernel takes less.
-    void send(const std::string& bytes) {
-        size_t off = 0;
-        while (off < bytes.size()) {
-            const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-            if (n <= 0) {
-                break;  // the daemon closed early; what it answered is still readable
-            }
-            off += static_cast<size_t>(n);
-        }
-    }
-
-    // Tells the daemon no more bytes are coming (shuts down the sending side only).
-    void finish_sending() { ::shutdown(fd_, SHUT_WR); }
-
-    // Up to `max` bytes, waiting at most `timeout` for the first; "" at EOF or timeout.
-    std::string read_some(size_t max, std::chrono::milliseconds timeout) {
-        pollfd p{fd_, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) {
-            return {};
-        }
-        std::string buf(max, '\0');
-        const ssize_t n = ::recv(fd_, buf.data(), max, 0);
-        if (n <= 0) {
-            eof_ = true;
-            return {};
-        }
-        buf.resize(static_cast<size_t>(n));
-        return buf;
-    }
-
-    // Exactly `n` bytes unless EOF or `timeout` comes first.
-    std::string read_exactly(size_t n, std::chrono::milliseconds timeout) {
-        const auto deadline = SteadyClock::now() + timeout;
-        std::string out;
-        while (out.size() < n && !eof_ && SteadyClock::now() < deadline) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - SteadyClock::now());
-            out += read_some(n - out.size(), std::max(left, 1ms));
-        }
-        return out;
-    }
-
-    // Everything until the daemon closes the connection or `timeout` passes.
-    RawReply read_until_close(std::chrono::milliseconds timeout = 5s) {
-        const auto deadline = SteadyClock::now() + timeout;
-        RawReply r;
-        while (!eof_ && SteadyClock::now() < deadline) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - SteadyClock::now());
-            r.raw += read_some(64 * 1024, std::max(left, 1ms));
-        }
-        r.closed = eof_;
-        parse(r);
-        return r;
-    }
-
-  private:
-    static void parse(RawReply& r) {
-        const size_t end = r.raw.find("\r\n\r\n");
-        if (!r.raw.starts_with("HTTP/1.1 ") || end == std::string::npos) {
-            return;
-        }
-        r.status = std::atoi(r.raw.c_str() + 9);
-        std::istringstream lines(r.raw.substr(0, end));
-        std::string line;
-        std::getline(lines, line);
-        while (std::getline(lines, line)) {
-            const size_t colon = line.find(':');
-            if (colon == std::string::npos) {
-                continue;
-            }
-            std::string value = line.substr(colon + 1);
-            value.erase(0, value.find_first_not_of(' '));
-            value.erase(value.find_last_not_of("\r") + 1);
-            r.headers[lower(line.substr(0, colon))] = value;
-        }
-        r.body = r.raw.substr(end + 4);
-    }
-
-    int fd_ = -1;
-    bool eof_ = false;
-};
-
-// Sends `request` in one write on a new connection and reads until the daemon closes it.
-RawReply raw_exchange(uint16_t port, const std::string& request,
-                      std::chrono::milliseconds timeout = 5s) {
-    RawConnection c(port);
-    c.send(request);
-    return c.read_until_close(timeout);
-}
-
 // An upstream that answers every connection with the same bytes, for response headers the test
 // upstream cannot produce: a thread on 127.0.0.1 (kernel-picked port) reads one request head
 // (and a Content-Length body), records the head, writes `answer` and closes.
@@ -475,7 +352,7 @@ void check_gateway_error(const HttpReply& r, long status, const std::string& typ
 void check_raw_error(const RawReply& r, int status, const std::string& type) {
     INFO("reply: " << r.raw);
     CHECK(r.status == status);
-    CHECK(raw_header(r, "agentgw-error") == type);
+    CHECK(r.field("agentgw-error") == type);
 }
 
 bool header_recorded(const json& request, const std::string& name) {
@@ -1152,7 +1029,7 @@ TEST_CASE("the proxy refuses path traversal, odd targets and smuggling", "[proxy
             const RawReply r = raw_exchange(g.port, method + " /api/echo/echo/x HTTP/1.1\r\n" +
                                                         host + auth + "Connection: close\r\n\r\n");
             check_raw_error(r, 405, "method_not_allowed");
-            CHECK(raw_header(r, "allow") == "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+            CHECK(r.field("allow") == "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
         }
         for (const std::string header : {"X-HTTP-Method-Override: TRACE", "X-HTTP-Method: track",
                                          "X-Method-Override: Trace"}) {
@@ -1448,7 +1325,7 @@ TEST_CASE("the proxy reports upstream failures and passes upstream answers throu
                                      worker.session + "\r\nConnection: close\r\n\r\n");
         CHECK(head.status == 200);
         CHECK(head.body.empty());
-        CHECK_FALSE(raw_header(head, "content-length").empty());
+        CHECK_FALSE(head.field("content-length").empty());
     }
 
     SECTION("a connection reset mid-body truncates the response quickly") {
@@ -1706,8 +1583,8 @@ TEST_CASE("an HTTP/1.0 client gets a body of unknown length unchunked up to the 
                                         worker.session + "\r\n\r\n");
     INFO(r.raw.substr(0, 400));
     CHECK(r.status == 200);
-    CHECK(raw_header(r, "transfer-encoding").empty());
-    CHECK(raw_header(r, "content-length").empty());
+    CHECK(r.field("transfer-encoding").empty());
+    CHECK(r.field("content-length").empty());
     CHECK(r.closed);
     REQUIRE(r.body.size() == 5000);
     for (size_t i = 0; i < r.body.size(); ++i) {
