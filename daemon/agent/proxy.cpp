@@ -66,8 +66,9 @@ class AgentWatch {
                 if (state->stopped || !ec || ec == asio::error::operation_aborted) {
                     return;
                 }
-                state->left = true;  // end of stream, or the connection reset
-                transfer_.abandon("the agent closed its connection");
+                // End of stream, or the connection reset. An exchange that ended meanwhile on its
+                // own keeps its outcome (an upstream failure stays the upstream's).
+                state->left = transfer_.abandon("the agent closed its connection");
             });
     }
     ~AgentWatch() {
@@ -78,6 +79,7 @@ class AgentWatch {
     AgentWatch(const AgentWatch&) = delete;
     AgentWatch& operator=(const AgentWatch&) = delete;
 
+    // Whether the agent left and the exchange was abandoned for it.
     bool agent_left() const { return state_->left; }
 
   private:

@@ -260,8 +260,12 @@ void Transfer::arm_deadline() {
         });
 }
 
-void Transfer::abandon(std::string why) {
+bool Transfer::abandon(std::string why) {
+    if (done_) {
+        return false;
+    }
     fail(Failure{Failure::Kind::broken, std::move(why)});
+    return true;
 }
 
 void Transfer::fail(Failure failure) {

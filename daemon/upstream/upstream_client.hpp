@@ -92,7 +92,8 @@ class Transfer {
 
     // Ends the exchange from the owner's side (the agent went away), with a failure of kind
     // `broken` saying `why`: the upstream connection is closed, and a waiting call resumes.
-    void abandon(std::string why);
+    // Returns false, changing nothing, when the exchange had ended already.
+    bool abandon(std::string why);
 
     const ResponseHead& head() const { return head_; }
     ResponseHead& head() { return head_; }  // the owner may take the headers once it has it
