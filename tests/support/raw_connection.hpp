@@ -14,7 +14,7 @@ namespace agentgw::test {
 
 // Everything a connection received until it closed, and the first response in it.
 struct RawReply {
-    int status = 0;                              // 0 when no response head came
+    int status = 0;                              // 0 when no HTTP/1.1 response head came
     std::map<std::string, std::string> headers;  // names lower-cased; the last of a name wins
     std::string body;                            // what followed the head (not de-chunked)
     std::string raw;                             // everything received
@@ -58,7 +58,8 @@ class RawConnection {
     RawReply read_until_close(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
     // The next complete response, or nullopt when the connection ended or `timeout` passed
-    // first. Responses are parsed by Beast's parser, as answers to requests other than HEAD.
+    // first. Responses are parsed by Beast's parser, as answers to requests other than HEAD;
+    // one that is not HTTP/1.1, or does not say where its body ends, fails the test.
     std::optional<RawResponse> next(std::chrono::milliseconds timeout = std::chrono::seconds(5));
     // Whether the server closed the connection within `timeout` without sending anything more.
     bool closed(std::chrono::milliseconds timeout = std::chrono::seconds(5));
