@@ -97,8 +97,8 @@ class WriteTxn : public ReadTxn {
     // Inserts; fails with Code::conflict when the key exists.
     Status insert(Table table, std::string_view key, std::string_view value);
     // Inserts a key greater than every key in the table (fails with Code::conflict
-    // otherwise). Pages fill completely instead of splitting in half: for a table written
-    // in key order, such as the audit log, half the pages and half the page writes.
+    // otherwise). LMDB skips the search and leaves each page it fills full: for a table
+    // written in key order, such as the audit log, about an eighth fewer pages than insert.
     Status append(Table table, std::string_view key, std::string_view value);
     // Removes the key; returns whether it existed.
     Result<bool> erase(Table table, std::string_view key);
