@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -89,8 +90,9 @@ class RateLimiter {
     // Drops up to `max` keys that have been idle for two windows (whose estimate is 0, so
     // dropping them changes nothing), and exact keys whose events have all left their window,
     // and returns how many it dropped. Call it on a timer to bound memory; it looks at every
-    // key, O(size()).
-    size_t sweep(size_t max = 10000);
+    // key, O(size()), so dropping every idle key it finds (the default) costs no more than
+    // looking: a bound below that would let keys made faster than it outgrow the sweeps.
+    size_t sweep(size_t max = std::numeric_limits<size_t>::max());
     // Keys currently held.
     size_t size() const { return entries_.size() + events_.size(); }
 
