@@ -95,12 +95,14 @@ bool wants_plain_text(std::string_view accept) {
     return plain && !json_too;
 }
 
-// Where the agent stands against its limit for one more hub call; the 429 to answer (counted
-// and audited) when the limit refuses it.
-std::variant<RateLimitState, Response> check_hub_limit(AgentApiContext& ctx, const Agent& agent) {
+// Counts one more hub call against the agent's limit and returns where the agent stands for
+// it; the 429 to answer (counted in the metrics and audited, not against the limit) when the
+// limit refuses it.
+std::variant<RateLimitState, Response> take_hub_call(AgentApiContext& ctx, const Agent& agent) {
     const RateLimitState limit = ctx.limiter.peek(agent_limit_key(agent), agent.rate_limit.requests,
                                                   agent.rate_limit.window_secs);
     if (limit.allowed) {
+        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         return limit;
     }
     ctx.metrics.count_rate_limited("agent");
@@ -134,12 +136,11 @@ http::Handler hub_route(AgentApiContext& ctx, std::string_view action, HubStep s
         if (counted_at_header) {
             limit = standing_limit(ctx, agent);
         } else {
-            auto checked = check_hub_limit(ctx, agent);
-            if (auto* refusal = std::get_if<Response>(&checked)) {
+            auto taken = take_hub_call(ctx, agent);
+            if (auto* refusal = std::get_if<Response>(&taken)) {
                 co_return std::move(*refusal);
             }
-            limit = std::get<RateLimitState>(checked);
-            ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
+            limit = std::get<RateLimitState>(taken);
         }
         Response res = co_await step(c, agent);
         set_rate_limit_headers(res, limit);
@@ -184,11 +185,10 @@ void add_hub_routes(http::Router& router, AgentApiContext& ctx) {
             return std::move(*refusal);
         }
         const Agent& agent = std::get<Agent>(who);
-        auto checked = check_hub_limit(ctx, agent);
-        if (auto* refusal = std::get_if<Response>(&checked)) {
+        auto taken = take_hub_call(ctx, agent);
+        if (auto* refusal = std::get_if<Response>(&taken)) {
             return std::move(*refusal);
         }
-        ctx.limiter.hit(agent_limit_key(agent), agent.rate_limit.window_secs);
         if (!content_length || *content_length <= max_body) {
             return std::nullopt;  // within the limit, or chunked: judged as it is read
         }

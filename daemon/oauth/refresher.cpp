@@ -141,7 +141,7 @@ asio::awaitable<void> TokenRefresher::refresh_if_due(const Service& service_ref,
     }
     Backoff& b = backoff_[key];
     if (b.generation != generation) {
-        b = Backoff{generation, 0, 0, 0};
+        b = Backoff{.generation = generation};
     }
     ++b.failures;
     const int doublings = std::min(b.failures - 1, 10);  // 30 s << 10 is past the cap already

@@ -1381,26 +1381,31 @@ std::optional<json> wait_for_record(Gateway& g, const std::string& field) {
     return recorded();
 }
 
-TEST_CASE("an agent that leaves before the answer has its upstream exchange abandoned",
-          "[proxy][upstream]") {
-    Gateway g;
-    const Agent worker = g.start_echo_worker();
-    auto wait_for = [&](const std::string& field) { return wait_for_record(g, field); };
-    {
-        RawConnection c(g.port);
-        c.send("GET /api/echo/stall?secs=20&watch=1 HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
-               worker.session + "\r\n\r\n");
-        REQUIRE(wait_for("method"));  // the upstream is working on it
-    }                                 // the agent gives up and closes its connection
-    // The upstream sees its connection closed long before its 20 s (and the service's 60 s
-    // timeout) are up.
-    const auto gone = wait_for("gone");
+// After an agent left: the upstream saw its connection closed within 5 s, and the request's
+// one audit entry says client_gone. Returns that entry.
+json abandoned_entry(Gateway& g) {
+    const auto gone = wait_for_record(g, "gone");
     REQUIRE(gone);
     CHECK(gone->at("after").get<double>() < 5.0);
     const json entries = g.audit_entries("proxy", 1);
     REQUIRE(entries.size() == 1);
     CHECK(entries[0].at("outcome") == "client_gone");
-    CHECK(entries[0].at("details").at("status") == 499);
+    return entries[0];
+}
+
+TEST_CASE("an agent that leaves before the answer has its upstream exchange abandoned",
+          "[proxy][upstream]") {
+    Gateway g;
+    const Agent worker = g.start_echo_worker();
+    {
+        RawConnection c(g.port);
+        c.send("GET /api/echo/stall?secs=20&watch=1 HTTP/1.1\r\nHost: x\r\nX-Session-ID: " +
+               worker.session + "\r\n\r\n");
+        REQUIRE(wait_for_record(g, "method"));  // the upstream is working on it
+    }                                           // the agent gives up and closes its connection
+    // The upstream sees its connection closed long before its 20 s (and the service's 60 s
+    // timeout) are up.
+    CHECK(abandoned_entry(g).at("details").at("status") == 499);
     // The daemon goes on serving.
     CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
 
@@ -1453,14 +1458,9 @@ TEST_CASE("an agent that leaves a silent stream has its upstream exchange abando
         REQUIRE(contains(got, first_event));  // the stream is under way, then falls silent
     }                                         // the agent leaves in the silence
     // The upstream sees its connection closed long before its next event is due in 20 s.
-    const auto gone = wait_for_record(g, "gone");
-    REQUIRE(gone);
-    CHECK(gone->at("after").get<double>() < 5.0);
-    const json entries = g.audit_entries("proxy", 1);
-    REQUIRE(entries.size() == 1);
-    CHECK(entries[0].at("outcome") == "client_gone");
-    CHECK(entries[0].at("details").at("status") == 200);
-    CHECK(entries[0].at("details").at("bytes_out") == first_event.size());
+    const json entry = abandoned_entry(g);
+    CHECK(entry.at("details").at("status") == 200);
+    CHECK(entry.at("details").at("bytes_out") == first_event.size());
     // The daemon goes on serving.
     CHECK(g.call("GET", "/api/echo/echo/after", session_of(worker)).status == 200);
 }
