@@ -14,8 +14,10 @@
 #             CPU time per request is a floor under agentgwd's: the cost of the upstream
 #             side with nothing of the agent side.
 # Workloads: small GET at 1, 32 and 256 connections, a 4 KiB POST at 32, a 1 MiB
-# response at 32. wrk runs on one core, every server on the other. The targets alternate
-# within each round; the report gives medians over the rounds as a Markdown table.
+# response at 32; and, on the two proxies only, a small answer each makes itself (GET
+# /healthz, no upstream) at 32: what serving the agent's side of HTTP alone costs. wrk runs
+# on one core, every server on the other. The targets alternate within each round; the
+# report gives medians over the rounds as Markdown tables.
 #
 # Usage: bench/proxy_bench.sh [--rounds N] [--duration S] [--bin-dir DIR] [--out FILE]
 #        (see --help). Everything runs in a temp dir that is removed at exit.
@@ -44,7 +46,7 @@ readonly AGENT_NAME="bench-agent"
 readonly SMALL_JSON='{"id":"bench-0001","created":1700000000,"model":"bench-small","status":"ok","choices":[{"index":0,"text":"The quick brown fox jumps over the lazy dog."}],"usage":{"prompt_tokens":12,"completion_tokens":9}}'
 readonly LARGE_BYTES=1048576
 readonly POST_BYTES=4096
-readonly ALL_WORKLOADS="small-c1,small-c32,small-c256,post4k-c32,large-c32"
+readonly ALL_WORKLOADS="small-c1,small-c32,small-c256,post4k-c32,large-c32,local-c32"
 WORKLOAD_LIST=$ALL_WORKLOADS
 
 # Filled in at run time.
@@ -393,12 +395,25 @@ EOF
 
 # ---------------------------------------------------------------------------- targets
 
-target_url() { # TARGET: base URL; the workload's upstream path is appended
+target_origin() { # TARGET: the server's own URL, no path
     case $1 in
         direct) echo "http://127.0.0.1:$UP_PORT" ;;
-        nginx) echo "http://127.0.0.1:$NGX_PORT/api/$SERVICE" ;;
-        agentgwd) echo "http://127.0.0.1:$AGW_PORT/api/$SERVICE" ;;
+        nginx) echo "http://127.0.0.1:$NGX_PORT" ;;
+        agentgwd) echo "http://127.0.0.1:$AGW_PORT" ;;
     esac
+}
+
+target_url() { # TARGET: base URL; the workload's upstream path is appended
+    case $1 in
+        direct) target_origin direct ;;
+        nginx | agentgwd) echo "$(target_origin "$1")/api/$SERVICE" ;;
+    esac
+}
+
+# runs_on TARGET WORKLOAD: whether the workload is measured on the target. local-c32 asks
+# a proxy for an answer it makes itself, which the upstream and the floor have no part in.
+runs_on() {
+    [[ $2 != local-* || $1 == nginx || $1 == agentgwd ]]
 }
 
 target_header() { # TARGET: the session header, or nothing
@@ -483,6 +498,10 @@ sanity_check() {
             curl_check "$target" "credential injected (upstream /auth-check)" 200 /auth-check \
                 "${auth[@]}" >/dev/null
             curl_check "$target" "request without a session refused" 401 /small >/dev/null
+            got=$(curl -sS -o /dev/null --max-time 10 -w '%{http_code}' \
+                "$(target_origin "$target")/healthz") || got=000
+            [[ $got == 200 ]] \
+                || die "sanity check failed for target '$target': its own /healthz answered HTTP $got"
             ;;
     esac
     log "sanity check passed: $target"
@@ -501,28 +520,34 @@ sanity_check_floor() {
 
 # ---------------------------------------------------------------------------- measuring
 
-workload_spec() { # WORKLOAD: sets W_PATH, W_CONNS, W_LUA
-    W_LUA=""
+workload_spec() { # WORKLOAD: sets W_PATH, W_CONNS, W_LUA, W_LOCAL
+    W_LUA="" W_LOCAL=0
     case $1 in
         small-c1) W_PATH=/small W_CONNS=1 ;;
         small-c32) W_PATH=/small W_CONNS=32 ;;
         small-c256) W_PATH=/small W_CONNS=256 ;;
         post4k-c32) W_PATH=/post W_CONNS=32 W_LUA=$SCRIPT_DIR/post4k.lua ;;
         large-c32) W_PATH=/large W_CONNS=32 ;;
+        local-c32) W_PATH=/healthz W_CONNS=32 W_LOCAL=1 ;;
         *) die "unknown workload $1" ;;
     esac
 }
 
 # run_wrk TARGET WORKLOAD SECONDS OUTFILE: one bounded wrk run on the wrk core.
 run_wrk() {
-    local target=$1 workload=$2 seconds=$3 out=$4 hdr
+    local target=$1 workload=$2 seconds=$3 out=$4 hdr url
     workload_spec "$workload"
+    if ((W_LOCAL)); then
+        url=$(target_origin "$target")$W_PATH
+    else
+        url=$(target_url "$target")$W_PATH
+    fi
     local args=(-t1 -c "$W_CONNS" -d "${seconds}s" --latency --timeout 10s)
     [[ -n $W_LUA ]] && args+=(-s "$W_LUA")
     hdr=$(target_header "$target")
     [[ -n $hdr ]] && args+=(-H "$hdr")
     run_measured "$WRK_CPU" "wrk on $target $workload" "$out" \
-        wrk "${args[@]}" "$(target_url "$target")$W_PATH"
+        wrk "${args[@]}" "$url"
 }
 
 # run_measured CPU WHAT OUTFILE CMD...: runs CMD on core CPU, its output in OUTFILE, as the
@@ -628,6 +653,7 @@ warm_up() {
     log "warming up (${WARMUP} s per workload and target)"
     for target in "${TARGETS[@]}"; do
         for workload in "${WORKLOADS[@]}"; do
+            runs_on "$target" "$workload" || continue
             if [[ $target == floor ]]; then
                 run_floor "$workload" "$WARMUP" "$WORK/wrk/warmup-$target-$workload.txt"
             else
@@ -647,7 +673,9 @@ run_rounds() {
         first=$(((round - 1) % n))
         for workload in "${WORKLOADS[@]}"; do
             for ((i = 0; i < n; i++)); do
-                measure "$round" "${TARGETS[(first + i) % n]}" "$workload"
+                if runs_on "${TARGETS[(first + i) % n]}" "$workload"; then
+                    measure "$round" "${TARGETS[(first + i) % n]}" "$workload"
+                fi
             done
         done
     done
@@ -679,6 +707,7 @@ WORKLOADS = [
     ("small-c256", "small GET, 256 conns"),
     ("post4k-c32", "4 KiB POST, 32 conns"),
     ("large-c32", "1 MiB GET, 32 conns"),
+    ("local-c32", "own /healthz answer, 32 conns"),
 ]
 
 runs = {}
@@ -713,6 +742,8 @@ def cpu_ratio_table(title, target):
     out.append("| --- | ---: | ---: | ---: |")
     for workload, label in WORKLOADS:
         t, n = med(workload, target, "cpu"), med(workload, "nginx", "cpu")
+        if t is None:
+            continue
         out.append(f"| CPU µs/req, {label} | {fmt(n, 1)} | {fmt(t, 1)} | {ratio(t, n)} |")
 
 
@@ -769,6 +800,31 @@ if "nginx" in present and "floor" in present:
     cpu_ratio_table("agentgwd's upstream client alone (floor) / nginx's whole proxy", "floor")
     out.append("")
 
+# The proxied small GET taken apart: the agent's side of HTTP alone (an answer the server
+# makes itself), and for agentgwd its upstream client alone (the floor).
+n_local, a_local = med("local-c32", "nginx", "cpu"), med("local-c32", "agentgwd", "cpu")
+n_small, a_small = med("small-c32", "nginx", "cpu"), med("small-c32", "agentgwd", "cpu")
+floor_small = med("small-c32", "floor", "cpu")
+if None not in (n_local, a_local, n_small, a_small):
+    def diff(a, b):
+        return None if a is None or b is None else a - b
+
+    def add(a, b):
+        return None if a is None or b is None else a + b
+
+    out.append("### The small GET at 32 conns, taken apart (CPU µs/req)")
+    out.append("")
+    out.append("| part | nginx | agentgwd |")
+    out.append("| --- | ---: | ---: |")
+    out.append(f"| the server's own answer, no upstream (`local-c32`) | {fmt(n_local, 1)} | {fmt(a_local, 1)} |")
+    out.append(f"| the proxied small GET (`small-c32`) | {fmt(n_small, 1)} | {fmt(a_small, 1)} |")
+    out.append(f"| difference: upstream side and proxy work | {fmt(diff(n_small, n_local), 1)} "
+               f"| {fmt(diff(a_small, a_local), 1)} |")
+    out.append(f"| upstream client alone (`floor`, `small-c32`) | – | {fmt(floor_small, 1)} |")
+    out.append(f"| own answer + upstream client alone | – | {fmt(add(a_local, floor_small), 1)} |")
+    out.append(f"| 1.5 × nginx's proxied small GET | – | {fmt(1.5 * n_small, 1)} |")
+    out.append("")
+
 print("\n".join(out))
 PY
 }
@@ -804,7 +860,12 @@ main() {
     done
 
     warm_up
-    local runs=$((ROUNDS * ${#WORKLOADS[@]} * ${#TARGETS[@]}))
+    local runs=0 workload
+    for target in "${TARGETS[@]}"; do
+        for workload in "${WORKLOADS[@]}"; do
+            runs_on "$target" "$workload" && runs=$((runs + ROUNDS))
+        done
+    done
     log "measuring: $runs runs of $DURATION s (about $((runs * (DURATION + 1) / 60 + 1)) min)"
     run_rounds
 
