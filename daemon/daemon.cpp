@@ -679,6 +679,10 @@ int daemon_main(int argc, const char* const* argv) {
     // first merges every chunk waiting in them, which undoes their purpose: without them,
     // small frees still go to the per-thread cache, and the proxy spends about 5% less CPU.
     mallopt(M_MXFAST, 0);
+    // A log line written to a reader that went away (`agentgwd | head`, a restarted
+    // collector) is a failed write, not the end of the daemon. Sockets already send with
+    // MSG_NOSIGNAL.
+    (void)::signal(SIGPIPE, SIG_IGN);
     if (sodium_init() < 0) {
         std::cerr << "agentgwd: libsodium failed to initialise\n";
         return 1;

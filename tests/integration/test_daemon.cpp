@@ -523,6 +523,21 @@ TEST_CASE("SIGHUP does not stop the daemon", "[daemon]") {
     CHECK(d.child->wait(15s) == 0);
 }
 
+TEST_CASE("a log reader that goes away does not stop the daemon", "[daemon]") {
+    TempDir dir;
+    auto d = start_daemon(daemon_args(dir));
+    d.child->close_output();
+    // A reload logs a line or two, which now go to a pipe nobody reads.
+    for (int i = 0; i < 3; ++i) {
+        d.child->signal(SIGHUP);
+        std::this_thread::sleep_for(200ms);
+        INFO("SIGHUP " << i);
+        CHECK(http_request("GET", d.base_url + "/healthz").status == 200);
+    }
+    d.child->signal(SIGTERM);
+    CHECK(d.child->wait(15s) == 0);
+}
+
 TEST_CASE("a SIGHUP during startup waits for the daemon instead of killing it", "[daemon]") {
     // A new passphrase-protected vault: deriving its key (Argon2id, 256 MiB) keeps the daemon
     // starting for long enough to be caught at it.

@@ -77,6 +77,9 @@ Child::Child(const std::vector<std::string>& argv,
         ::dup2(in_pipe[0], STDIN_FILENO);
         ::dup2(out_pipe[1], STDOUT_FILENO);
         ::dup2(err_pipe[1], STDERR_FILENO);
+        // The test runner ignores SIGPIPE, and an ignored signal stays ignored across exec:
+        // the program must meet the default, as it would from a shell.
+        ::signal(SIGPIPE, SIG_DFL);
         ::execve(args[0], args.data(), envp.data());
         ::_exit(127);
     }
@@ -91,6 +94,15 @@ Child::Child(const std::vector<std::string>& argv,
     err_fd_ = err_pipe[0];
     ::fcntl(out_fd_, F_SETFL, O_NONBLOCK);
     ::fcntl(err_fd_, F_SETFL, O_NONBLOCK);
+}
+
+void Child::close_output() {
+    for (int* fd : {&out_fd_, &err_fd_}) {
+        if (*fd >= 0) {
+            ::close(*fd);
+            *fd = -1;
+        }
+    }
 }
 
 Child::~Child() {

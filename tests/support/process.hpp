@@ -35,6 +35,9 @@ class Child {
     std::optional<std::string> read_stdout_line(std::chrono::milliseconds timeout);
 
     void signal(int signo);
+    // Stops reading its stdout and stderr, as a pipeline whose reader exited: the child's
+    // further writes there fail (EPIPE), or kill it by SIGPIPE unless it ignores that.
+    void close_output();
     // The exit code (or 128 + signal) once the process ends within `timeout`.
     std::optional<int> wait(std::chrono::milliseconds timeout = 10s);
 
