@@ -1,6 +1,7 @@
 #include "daemon/config.hpp"
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "common/paths.hpp"
 #include "common/unique_fd.hpp"
 #include "common/version.hpp"
+#include "daemon/control/peer_policy.hpp"
 
 namespace agentgw {
 
@@ -51,6 +53,28 @@ constexpr EnvOption k_env_options[] = {
 
 }  // namespace
 
+Result<boost::asio::ip::tcp::endpoint> parse_listen(std::string_view text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon + 1 == text.size()) {
+        return make_error(Code::invalid_argument, fmt::format("{}: expected ADDR:PORT", text));
+    }
+    std::string_view host = text.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(host, ec);
+    const std::string_view digits = text.substr(colon + 1);
+    uint16_t port = 0;
+    const auto [end, parse_ec] =
+        std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (ec || parse_ec != std::errc() || end != digits.data() + digits.size()) {
+        return make_error(Code::invalid_argument,
+                          fmt::format("{}: expected an IP address and a port", text));
+    }
+    return boost::asio::ip::tcp::endpoint(address, port);
+}
+
 DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     DaemonInvocation out;
     DaemonConfig& c = out.config;
@@ -69,8 +93,27 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.add_option("--socket", c.socket_path, "Control socket path");
     app.add_option("--socket-group", c.socket_group,
                    "Group whose members may use the control socket (besides root and "
-                   "the daemon's user)");
-    app.add_option("--listen", c.listen, "Agent API address, ADDR:PORT")->capture_default_str();
+                   "the daemon's user)")
+        ->check(CLI::Validator(
+            [](const std::string& group) {
+                // A group that does not exist is a bad value; a lookup that fails (NSS
+                // unreachable) is left to start-up, which reports it.
+                const auto policy = PeerPolicy::create(group);
+                return policy || policy.error().code != Code::not_found
+                           ? std::string()
+                           : fmt::format("{}: no such group", group);
+            },
+            ""))
+        ->type_name("GROUP");
+    app.add_option("--listen", c.listen, "Agent API address, ADDR:PORT")
+        ->check(CLI::Validator(
+            [](const std::string& text) {
+                const auto at = parse_listen(text);
+                return at ? std::string() : at.error().message;
+            },
+            ""))
+        ->type_name("ADDR:PORT")
+        ->capture_default_str();
     app.add_option("--services", c.services_file, "Services file (JSON)");
     app.add_option("--key-file", c.key_file, "Master key file (32 raw bytes or 64 hex characters)");
     app.add_option("--passphrase-file", c.passphrase_file,

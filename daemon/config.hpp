@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <spdlog/common.h>
 
 #include "common/result.hpp"
@@ -46,6 +48,10 @@ struct DaemonInvocation {
 // Parses argv (and the environment, and the config file). Prints help, version and usage
 // errors itself; those come back as Action::exit with the code to exit with.
 DaemonInvocation parse_daemon_args(int argc, const char* const* argv);
+
+// --listen's value, "127.0.0.1:3000" or "[::1]:3000", as an endpoint. The error message
+// names the value and what was expected, not the option.
+Result<boost::asio::ip::tcp::endpoint> parse_listen(std::string_view text);
 
 // Fills state_dir from the environment when not given, and makes it absolute (SPEC §6).
 Status resolve_state_dir(DaemonConfig& config);

@@ -69,36 +69,6 @@ void set_sighup_mask(int how) {
     pthread_sigmask(how, &set, nullptr);
 }
 
-// "127.0.0.1:3000" or "[::1]:3000" as an endpoint.
-Result<asio::ip::tcp::endpoint> parse_listen(const std::string& text) {
-    const auto colon = text.rfind(':');
-    if (colon == std::string::npos || colon + 1 == text.size()) {
-        return make_error(Code::invalid_argument,
-                          fmt::format("--listen {}: expected ADDR:PORT", text));
-    }
-    std::string host = text.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-        host = host.substr(1, host.size() - 2);
-    }
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(host, ec);
-    unsigned long port = 0;
-    try {
-        size_t used = 0;
-        port = std::stoul(text.substr(colon + 1), &used);
-        if (used != text.size() - colon - 1) {
-            port = 65536;
-        }
-    } catch (const std::exception&) {
-        port = 65536;
-    }
-    if (ec || port > 65535) {
-        return make_error(Code::invalid_argument,
-                          fmt::format("--listen {}: expected an IP address and a port", text));
-    }
-    return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
-}
-
 struct OpenedVault {
     std::unique_ptr<Vault> vault;
     fs::path key_file;  // where the master secret came from, if a file
@@ -216,8 +186,8 @@ int run_daemon(DaemonConfig config) {
         return 1;
     }
     auto listen_at = parse_listen(config.listen);
-    if (!listen_at) {
-        spdlog::error("{}", listen_at.error().message);
+    if (!listen_at) {  // parse_daemon_args checked it
+        spdlog::error("--listen {}", listen_at.error().message);
         return 1;
     }
     // Before the vault: writes still queued when it closes may read the clock.

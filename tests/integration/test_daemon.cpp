@@ -384,10 +384,18 @@ TEST_CASE("bad settings are usage errors naming the problem", "[daemon]") {
     CHECK(in_file.err.find("not a decimal number: 07000") != std::string::npos);
     const auto flag = run({AGENTGWD_PATH, "--no-such-flag"});
     CHECK(flag.code == 2);
+    // A listen address is checked before anything starts, from a flag, the environment or
+    // the file.
     const auto listen = run({AGENTGWD_PATH, "--state-dir", (dir / "s").string(), "--socket",
                              (dir / "r" / "s.sock").string(), "--listen", "localhost"});
-    CHECK(listen.code == 1);
-    CHECK(listen.err.find("ADDR:PORT") != std::string::npos);
+    CHECK(listen.code == 2);
+    CHECK(listen.err.find("--listen: localhost: expected ADDR:PORT") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir / "s"));
+    const auto port = run({AGENTGWD_PATH}, {{"AGENTGWD_LISTEN", "127.0.0.1:65536"}});
+    CHECK(port.code == 2);
+    CHECK(port.err.find("127.0.0.1:65536: expected an IP address and a port") != std::string::npos);
+    write_file(dir / "listen.conf", "listen = \"127.0.0.1:+80\"\n");
+    CHECK(run({AGENTGWD_PATH, "--config", (dir / "listen.conf").string()}).code == 2);
     const auto version = run({AGENTGWD_PATH, "--version"});
     CHECK(version.code == 0);
     CHECK(version.out.find('.') != std::string::npos);
@@ -710,8 +718,9 @@ TEST_CASE("members of --socket-group may use the control socket", "[daemon][cli]
     const auto unknown = run({AGENTGWD_PATH, "--state-dir", (dir / "s2").string(), "--socket",
                               (dir / "r2" / "s.sock").string(), "--listen", "127.0.0.1:0",
                               "--socket-group", "no-such-group-agentgw"});
-    CHECK(unknown.code == 1);
-    CHECK(unknown.err.find("no such group") != std::string::npos);
+    CHECK(unknown.code == 2);  // a bad value, found before anything starts
+    CHECK(unknown.err.find("no-such-group-agentgw: no such group") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir / "s2"));
 }
 
 TEST_CASE("agentgwd keeps its memory from the user's other processes and out of core dumps",
