@@ -94,24 +94,8 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
     app.add_option("--socket-group", c.socket_group,
                    "Group whose members may use the control socket (besides root and "
                    "the daemon's user)")
-        ->check(CLI::Validator(
-            [](const std::string& group) {
-                // A group that does not exist is a bad value; a lookup that fails (NSS
-                // unreachable) is left to start-up, which reports it.
-                const auto policy = PeerPolicy::create(group);
-                return policy || policy.error().code != Code::not_found
-                           ? std::string()
-                           : fmt::format("{}: no such group", group);
-            },
-            ""))
         ->type_name("GROUP");
     app.add_option("--listen", c.listen, "Agent API address, ADDR:PORT")
-        ->check(CLI::Validator(
-            [](const std::string& text) {
-                const auto at = parse_listen(text);
-                return at ? std::string() : at.error().message;
-            },
-            ""))
         ->type_name("ADDR:PORT")
         ->capture_default_str();
     app.add_option("--services", c.services_file, "Services file (JSON)");
@@ -249,6 +233,22 @@ DaemonInvocation parse_daemon_args(int argc, const char* const* argv) {
             return out;
         }
         out.action = DaemonInvocation::Action::rekey;
+        return out;
+    }
+    // Settings only a running daemon uses, checked before anything starts (not for rekey,
+    // --help or --version, which a stale value in the config file must not stop). A group
+    // lookup that fails (NSS unreachable) is left to start-up, which reports it.
+    std::string bad;
+    if (const auto at = parse_listen(c.listen); !at) {
+        bad = fmt::format("--listen: {}", at.error().message);
+    } else if (const auto policy = PeerPolicy::create(c.socket_group);
+               !policy && policy.error().code == Code::not_found) {
+        bad = fmt::format("--socket-group: {}: no such group", c.socket_group);
+    }
+    if (!bad.empty()) {
+        std::cerr << "agentgwd: " << bad << '\n';
+        out.action = DaemonInvocation::Action::exit;
+        out.exit_code = 2;
     }
     return out;
 }

@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "common/unique_fd.hpp"
+#include "daemon/config.hpp"
 #include "daemon/vault/vault.hpp"
 #include "tests/integration/daemon_harness.hpp"
 #include "tests/support/http_client.hpp"
@@ -362,43 +363,65 @@ TEST_CASE("settings come from flags, then environment, then the config file", "[
 
 TEST_CASE("bad settings are usage errors naming the problem", "[daemon]") {
     TempDir dir;
+    // Exit status 2, with `says` on standard error.
+    const auto refused = [](const std::vector<std::string>& args, const std::string& says,
+                            const std::map<std::string, std::optional<std::string>>& env = {}) {
+        const RunResult r = run(args, env);
+        INFO(r.err);
+        CHECK(r.code == 2);
+        CHECK(r.err.find(says) != std::string::npos);
+    };
     write_file(dir / "bad.conf", "listen = \"127.0.0.1:0\"\nbogus-key = 1\n");
-    const auto unknown = run({AGENTGWD_PATH, "--config", (dir / "bad.conf").string()});
-    CHECK(unknown.code == 2);
-    CHECK(unknown.err.find((dir / "bad.conf").string() + ": unknown setting \"bogus-key\"") !=
-          std::string::npos);
+    refused({AGENTGWD_PATH, "--config", (dir / "bad.conf").string()},
+            (dir / "bad.conf").string() + ": unknown setting \"bogus-key\"");
 
     const auto ttl = run({AGENTGWD_PATH, "--session-ttl", "5"});
     CHECK(ttl.code == 2);
     // Numbers are decimal, from a flag, the environment or the file: CLI11 alone would take
     // 0090 for octal (and refuse it) and 0x3c for 60.
-    const auto octal = run({AGENTGWD_PATH, "--session-ttl", "0090"});
-    CHECK(octal.code == 2);
-    CHECK(octal.err.find("not a decimal number: 0090") != std::string::npos);
-    const auto hex = run({AGENTGWD_PATH}, {{"AGENTGWD_SESSION_TTL", "0x3c"}});
-    CHECK(hex.code == 2);
-    CHECK(hex.err.find("not a decimal number: 0x3c") != std::string::npos);
+    refused({AGENTGWD_PATH, "--session-ttl", "0090"}, "not a decimal number: 0090");
+    refused({AGENTGWD_PATH}, "not a decimal number: 0x3c", {{"AGENTGWD_SESSION_TTL", "0x3c"}});
     write_file(dir / "octal.conf", "shutdown-timeout = 07000\n");
-    const auto in_file = run({AGENTGWD_PATH, "--config", (dir / "octal.conf").string()});
-    CHECK(in_file.code == 2);
-    CHECK(in_file.err.find("not a decimal number: 07000") != std::string::npos);
+    refused({AGENTGWD_PATH, "--config", (dir / "octal.conf").string()},
+            "not a decimal number: 07000");
     const auto flag = run({AGENTGWD_PATH, "--no-such-flag"});
     CHECK(flag.code == 2);
-    // A listen address is checked before anything starts, from a flag, the environment or
-    // the file.
-    const auto listen = run({AGENTGWD_PATH, "--state-dir", (dir / "s").string(), "--socket",
-                             (dir / "r" / "s.sock").string(), "--listen", "localhost"});
-    CHECK(listen.code == 2);
-    CHECK(listen.err.find("--listen: localhost: expected ADDR:PORT") != std::string::npos);
+    // A listen address and a socket group are checked before anything starts, from a flag,
+    // the environment or the file.
+    refused({AGENTGWD_PATH, "--state-dir", (dir / "s").string(), "--socket",
+             (dir / "r" / "s.sock").string(), "--listen", "localhost"},
+            "--listen: localhost: expected ADDR:PORT");
+    refused({AGENTGWD_PATH, "--state-dir", (dir / "s").string(), "--socket",
+             (dir / "r" / "s.sock").string(), "--socket-group", "no-such-group-agentgw"},
+            "--socket-group: no-such-group-agentgw: no such group");
     CHECK_FALSE(fs::exists(dir / "s"));
-    const auto port = run({AGENTGWD_PATH}, {{"AGENTGWD_LISTEN", "127.0.0.1:65536"}});
-    CHECK(port.code == 2);
-    CHECK(port.err.find("127.0.0.1:65536: expected an IP address and a port") != std::string::npos);
+    refused({AGENTGWD_PATH}, "127.0.0.1:65536: expected an IP address and a port",
+            {{"AGENTGWD_LISTEN", "127.0.0.1:65536"}});
     write_file(dir / "listen.conf", "listen = \"127.0.0.1:+80\"\n");
-    CHECK(run({AGENTGWD_PATH, "--config", (dir / "listen.conf").string()}).code == 2);
+    refused({AGENTGWD_PATH, "--config", (dir / "listen.conf").string()},
+            "127.0.0.1:+80: expected an IP address and a port");
+    // Only a daemon about to run is stopped by them, not --version.
+    CHECK(run({AGENTGWD_PATH, "--config", (dir / "listen.conf").string(), "--version"}).code == 0);
     const auto version = run({AGENTGWD_PATH, "--version"});
     CHECK(version.code == 0);
     CHECK(version.out.find('.') != std::string::npos);
+}
+
+TEST_CASE("a listen address is a numeric IP address and a decimal port", "[daemon]") {
+    for (const char* good : {"127.0.0.1:0", "0.0.0.0:65535", "[::1]:3000"}) {
+        INFO(good);
+        CHECK(agentgw::parse_listen(good));
+    }
+    for (const char* bad :
+         {"localhost:3000", "127.0.0.1", "127.0.0.1:", ":3000", "[::1]", "127.0.0.1:65536",
+          "127.0.0.1:-1", "127.0.0.1: 80", "127.0.0.1:0x50", "[127.0.0.1:80"}) {
+        INFO(bad);
+        CHECK_FALSE(agentgw::parse_listen(bad));
+    }
+    const auto v6 = agentgw::parse_listen("[::1]:3000");
+    REQUIRE(v6);
+    CHECK(v6->address().is_v6());
+    CHECK(v6->port() == 3000);
 }
 
 TEST_CASE("agentgwd rekey moves the vault to a new key", "[daemon]") {
@@ -714,13 +737,6 @@ TEST_CASE("members of --socket-group may use the control socket", "[daemon][cli]
                         AGENTGW_CLI_PATH, "--socket", d.socket.string(), "status"});
     INFO(r.err);
     CHECK(r.code == 0);
-
-    const auto unknown = run({AGENTGWD_PATH, "--state-dir", (dir / "s2").string(), "--socket",
-                              (dir / "r2" / "s.sock").string(), "--listen", "127.0.0.1:0",
-                              "--socket-group", "no-such-group-agentgw"});
-    CHECK(unknown.code == 2);  // a bad value, found before anything starts
-    CHECK(unknown.err.find("no-such-group-agentgw: no such group") != std::string::npos);
-    CHECK_FALSE(fs::exists(dir / "s2"));
 }
 
 TEST_CASE("agentgwd keeps its memory from the user's other processes and out of core dumps",
