@@ -187,7 +187,7 @@ int run_daemon(DaemonConfig config) {
     }
     auto listen_at = parse_listen(config.listen);
     if (!listen_at) {  // parse_daemon_args checked it
-        spdlog::error("--listen {}", listen_at.error().message);
+        spdlog::error("--listen: {}", listen_at.error().message);
         return 1;
     }
     // Before the vault: writes still queued when it closes may read the clock.
