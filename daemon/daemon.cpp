@@ -71,7 +71,8 @@ void set_sighup_mask(int how) {
 
 struct OpenedVault {
     std::unique_ptr<Vault> vault;
-    fs::path key_file;  // where the master secret came from, if a file
+    fs::path key_file;     // where the master secret came from, if a file
+    bool created = false;  // made by this call
 };
 
 // Opens the vault in the state dir; creates it (and perhaps a key) only when `create` is set.
@@ -94,7 +95,7 @@ Result<OpenedVault> open_vault(const DaemonConfig& config, bool create) {
     if (!existing) {
         spdlog::info("created a new vault in {} ({})", config.state_dir.string(), master.source);
     }
-    return OpenedVault{std::move(vault), master.file};
+    return OpenedVault{std::move(vault), master.file, !existing};
 }
 
 // --services, else services.json beside the config file when it exists, else none.
@@ -209,7 +210,7 @@ int run_daemon(DaemonConfig config) {
     CredentialStore credentials(vault, clock);
     Hub hub(vault, clock, config.hub);
     AuditLog audit(vault, clock);
-    if (auto s = audit.init(); !s) {
+    if (auto s = audit.init(opened->created); !s) {
         spdlog::error("{}", s.error().message);
         return 1;
     }

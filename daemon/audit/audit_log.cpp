@@ -19,7 +19,9 @@ namespace {
 
 constexpr std::string_view k_head_key = "audit_head";      // {"seq", "hash"} of the last entry
 constexpr std::string_view k_anchor_key = "audit_anchor";  // {"first_seq", "prev"} after pruning
-constexpr size_t k_hash_size = crypto_generichash_BYTES;   // 32
+// {"seq", "time_ms"}: the first entry written after the head was found missing.
+constexpr std::string_view k_break_key = "audit_break";
+constexpr size_t k_hash_size = crypto_generichash_BYTES;  // 32
 
 std::string seq_key(uint64_t seq) {
     std::string key(8, '\0');
@@ -83,6 +85,33 @@ Result<json> read_json(const ReadTxn& txn, Table table, std::string_view key) {
         return make_error(Code::corrupt, fmt::format("stored {} is malformed", key));
     }
     return j;
+}
+
+// The head of a log that had one has gone: the log was cut at its end or emptied, head and
+// all, by someone able to delete records, who cannot forge a sealed head. The chain goes on
+// from the last entry left (or from where pruning left it), and where it does is kept, so
+// that verify() reports the loss for good instead of an intact or empty log. An entry that
+// fails to open is passed over here; verify() names it. Returns the new head.
+Result<json> restart_chain(WriteTxn& txn, int64_t now_ms) {
+    TRY_ASSIGN(json anchor, read_json(txn, Table::settings, k_anchor_key));
+    uint64_t seq = anchor.is_object() ? anchor.value("first_seq", uint64_t{1}) - 1 : 0;
+    std::string prev = anchor.is_object() ? anchor.value("prev", zero_hash()) : zero_hash();
+    TRY(txn.scan_checked(Table::audit, "", [&](std::string_view key, Result<SecretBytes> value) {
+        seq = seq_of(key);
+        json entry = value ? json::parse(as_view(*value), nullptr, false) : json();
+        prev = entry.is_object() && entry.contains("hash") && entry["hash"].is_string()
+                   ? entry["hash"].get<std::string>()
+                   : zero_hash();
+        return true;
+    }));
+    TRY_ASSIGN(json found, read_json(txn, Table::settings, k_break_key));
+    if (!found.is_object()) {  // the first loss is the one to report
+        TRY(txn.put(Table::settings, k_break_key,
+                    json{{"seq", seq + 1}, {"time_ms", now_ms}}.dump()));
+    }
+    json head = {{"seq", seq}, {"hash", prev}};
+    TRY(txn.put(Table::settings, k_head_key, head.dump()));
+    return head;
 }
 
 // Whether the entry is about the `kind` ("agent", "service") called `id`: its actor or target
@@ -213,32 +242,42 @@ std::string DetailsText::take() {
     return std::exchange(text_, {});
 }
 
-Status AuditLog::init() {
-    return vault_.write([](WriteTxn& txn) -> Status {
+Status AuditLog::init(bool new_vault) {
+    const int64_t now_ms = clock_.now_ms();
+    return vault_.write([new_vault, now_ms](WriteTxn& txn) -> Status {
         TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
         if (head.is_object()) {
             return {};
         }
-        TRY_ASSIGN(size_t entries, txn.count(Table::audit));
-        if (entries > 0) {
-            return {};  // entries without a head: leave it for verify() to report
+        if (!new_vault) {
+            TRY_ASSIGN(json restarted, restart_chain(txn, now_ms));
+            spdlog::error(
+                "the audit log's head record is missing: the log was cut at its end "
+                "or emptied; it goes on from entry {}, and `agentgw audit verify` "
+                "reports the loss",
+                restarted.value("seq", uint64_t{0}) + 1);
+            return {};
         }
         return txn.put(Table::settings, k_head_key, json{{"seq", 0}, {"hash", zero_hash()}}.dump());
     });
 }
 
 Status AuditLog::append_all(WriteTxn& txn, const std::vector<Stamped>& events) {
+    if (events.empty()) {
+        return {};
+    }
     TRY_ASSIGN(json head, read_json(txn, Table::settings, k_head_key));
     if (!head.is_object()) {
-        // Only an empty log starts without its head; entries without one are a damaged log,
-        // which `audit verify` reports, not an entry that exists already.
-        TRY_ASSIGN(size_t entries, txn.count(Table::audit));
-        if (entries > 0) {
-            return make_error(Code::corrupt, "the audit log has entries but no head record");
-        }
+        // init() wrote it: it went while the daemon ran.
+        TRY_ASSIGN(head, restart_chain(txn, events.front().time_ms));
+        spdlog::error(
+            "the audit log's head record went missing: the log was cut at its end or "
+            "emptied; it goes on from entry {}, and `agentgw audit verify` reports the "
+            "loss",
+            head.value("seq", uint64_t{0}) + 1);
     }
-    uint64_t seq = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
-    std::string prev = head.is_object() ? head.value("hash", zero_hash()) : zero_hash();
+    uint64_t seq = head.value("seq", uint64_t{0});
+    std::string prev = head.value("hash", zero_hash());
     int64_t time_secs = -1;
     std::string time;  // rfc3339 of time_secs: a batch mostly shares one second
     for (const auto& [now_ms, event, details_text] : events) {
@@ -412,13 +451,26 @@ Result<AuditVerification> AuditLog::verify() const {
                 ++expected;
                 return true;
             }));
-        // The sealed head records the last sequence number written, so a log cut short at
-        // its end (or with its head removed) is caught too.
+        // The sealed head records the last entry written, number and hash, so a log cut
+        // short at its end (or with its head removed) is caught too; and where a lost head
+        // was found, the entries before it may be gone.
+        TRY_ASSIGN(json lost, read_json(txn, Table::settings, k_break_key));
         const uint64_t head_seq = head.is_object() ? head.value("seq", uint64_t{0}) : 0;
         if (v.ok && !head.is_object()) {
             broken(v.first_seq, "the log's head record is missing");
-        } else if (v.ok && head_seq != v.last_seq && head_seq >= v.first_seq) {
-            broken(v.last_seq + 1, "missing (the log ends early)");
+        } else if (v.ok && head_seq + 1 != expected) {
+            if (head_seq >= expected) {
+                broken(expected, "missing (the log ends early)");
+            } else {
+                broken(head_seq + 1, "past the log's head record");
+            }
+        } else if (v.ok && head.value("hash", "") != prev) {
+            broken(head_seq, "does not match the log's head record");
+        } else if (v.ok && lost.is_object()) {
+            broken(lost.value("seq", uint64_t{0}),
+                   fmt::format("the log's head record was found missing at {}: entries before "
+                               "this one may have been removed",
+                               rfc3339(lost.value("time_ms", int64_t{0}) / 1000)));
         }
         if (v.ok) {
             v.message = v.entries == 0 ? "audit log is empty"

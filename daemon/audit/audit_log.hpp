@@ -79,9 +79,10 @@ class AuditLog {
   public:
     AuditLog(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
 
-    // Writes the chain's starting head when the log has none yet (call once at start), so
-    // that a log emptied together with its head is reported as broken, not as empty.
-    Status init();
+    // Call once at start, before recording. In a vault just made, writes the chain's starting
+    // head. In one that had a log, a missing head means the log was cut at its end or
+    // emptied: the chain goes on, and verify() reports the loss from then on.
+    Status init(bool new_vault);
 
     // Appends the event (time and chain are filled in on the writer thread), together with
     // whatever else was recorded meanwhile. Failures are logged, never thrown at the caller.

@@ -359,7 +359,7 @@ void fill_audit(Control& c, int count, const agentgw::Clock& clock) {
     auto vault = open_vault(c.dir / "state", key);
     REQUIRE(vault);
     agentgw::AuditLog audit(**vault, clock);
-    REQUIRE(audit.init());
+    REQUIRE(audit.init(false));
     for (int i = 0; i < count; ++i) {
         audit.record({"uid:0", "filler", "user:filler", "ok", {{"n", i}}});
     }
