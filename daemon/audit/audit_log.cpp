@@ -114,6 +114,23 @@ Result<json> restart_chain(WriteTxn& txn, int64_t now_ms) {
     return head;
 }
 
+// Whether the vault holds anything a running daemon would have audited making: a vault
+// without (its first start was cut short before the log's head was written) has had no log
+// to lose. Emptying the log together with every user, agent, credential, blob and flow is
+// no quieter than what it would hide.
+Result<bool> ever_used(const ReadTxn& txn) {
+    for (const Table table : {Table::audit, Table::users, Table::agents, Table::credentials,
+                              Table::blobs, Table::device_flows}) {
+        TRY_ASSIGN(size_t records, txn.count(table));
+        if (records > 0) {
+            return true;
+        }
+    }
+    TRY_ASSIGN(auto anchor, txn.get(Table::settings, k_anchor_key));
+    TRY_ASSIGN(auto lost, txn.get(Table::settings, k_break_key));
+    return anchor.has_value() || lost.has_value();
+}
+
 // Whether the entry is about the `kind` ("agent", "service") called `id`: its actor or target
 // is "<kind>:<id>", or one of its details names it, as that reference, as the bare id under the
 // kind's own name ({"agent": "<id>"}), or as the owner of something scoped to that kind
@@ -249,7 +266,11 @@ Status AuditLog::init(bool new_vault) {
         if (head.is_object()) {
             return {};
         }
+        bool used = false;
         if (!new_vault) {
+            TRY_ASSIGN(used, ever_used(txn));
+        }
+        if (used) {
             TRY_ASSIGN(json restarted, restart_chain(txn, now_ms));
             spdlog::error(
                 "the audit log's head record is missing: the log was cut at its end "

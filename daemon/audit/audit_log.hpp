@@ -79,9 +79,10 @@ class AuditLog {
   public:
     AuditLog(Vault& vault, const Clock& clock) : vault_(vault), clock_(clock) {}
 
-    // Call once at start, before recording. In a vault just made, writes the chain's starting
-    // head. In one that had a log, a missing head means the log was cut at its end or
-    // emptied: the chain goes on, and verify() reports the loss from then on.
+    // Call once at start, before recording. In a vault just made (or one whose first start
+    // was cut short, holding nothing yet), writes the chain's starting head. In one that had
+    // a log, a missing head means the log was cut at its end or emptied: the chain goes on,
+    // and verify() reports the loss from then on.
     Status init(bool new_vault);
 
     // Appends the event (time and chain are filled in on the writer thread), together with

@@ -277,6 +277,9 @@ TEST_CASE("a log that lost its head goes on and is reported for good", "[audit]"
         CHECK(page->entries.size() == 4);
     }
     SECTION("emptied, then the daemon restarts") {
+        // A vault in use: it holds a user (what the entries recorded, say).
+        REQUIRE(f.vault->write(
+            [](WriteTxn& txn) -> Status { return txn.put(Table::users, "u1", "{}"); }));
         cut({'\1', '\2', '\3'});
         // A start finds a vault that had a log, not a new one: no fresh, empty chain.
         AuditLog restarted(*f.vault, f.clock);
@@ -287,6 +290,21 @@ TEST_CASE("a log that lost its head goes on and is reported for good", "[audit]"
         f.flush();
         reported_at(1);
     }
+}
+
+TEST_CASE("a vault whose first start was cut short starts its log clean", "[audit]") {
+    // Made, then stopped before the log's head was written: nothing in it was ever audited.
+    test::TempDir dir;
+    const auto key = test::key_at(dir / "k");
+    auto vault = test::open_vault(dir / "state", key);
+    REQUIRE(vault);
+    test::FakeClock clock;
+    AuditLog audit(**vault, clock);
+    REQUIRE(audit.init(false));
+    auto v = audit.verify();
+    REQUIRE(v);
+    CHECK(v->ok);
+    CHECK(v->message == "audit log is empty");
 }
 
 TEST_CASE("a head that does not name the last entry's hash fails verification", "[audit]") {
