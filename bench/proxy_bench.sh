@@ -668,13 +668,14 @@ warm_up() {
 
 # Round r starts with target (r-1) mod n, so no target is always first after another.
 run_rounds() {
-    local round workload i n=${#TARGETS[@]} first
+    local round workload target i n=${#TARGETS[@]} first
     for ((round = 1; round <= ROUNDS; round++)); do
         first=$(((round - 1) % n))
         for workload in "${WORKLOADS[@]}"; do
             for ((i = 0; i < n; i++)); do
-                if runs_on "${TARGETS[(first + i) % n]}" "$workload"; then
-                    measure "$round" "${TARGETS[(first + i) % n]}" "$workload"
+                target=${TARGETS[(first + i) % n]}
+                if runs_on "$target" "$workload"; then
+                    measure "$round" "$target" "$workload"
                 fi
             done
         done
@@ -806,22 +807,17 @@ n_local, a_local = med("local-c32", "nginx", "cpu"), med("local-c32", "agentgwd"
 n_small, a_small = med("small-c32", "nginx", "cpu"), med("small-c32", "agentgwd", "cpu")
 floor_small = med("small-c32", "floor", "cpu")
 if None not in (n_local, a_local, n_small, a_small):
-    def diff(a, b):
-        return None if a is None or b is None else a - b
-
-    def add(a, b):
-        return None if a is None or b is None else a + b
-
+    both_alone = None if floor_small is None else a_local + floor_small
     out.append("### The small GET at 32 conns, taken apart (CPU µs/req)")
     out.append("")
     out.append("| part | nginx | agentgwd |")
     out.append("| --- | ---: | ---: |")
     out.append(f"| the server's own answer, no upstream (`local-c32`) | {fmt(n_local, 1)} | {fmt(a_local, 1)} |")
     out.append(f"| the proxied small GET (`small-c32`) | {fmt(n_small, 1)} | {fmt(a_small, 1)} |")
-    out.append(f"| difference: upstream side and proxy work | {fmt(diff(n_small, n_local), 1)} "
-               f"| {fmt(diff(a_small, a_local), 1)} |")
+    out.append(f"| difference: upstream side and proxy work | {fmt(n_small - n_local, 1)} "
+               f"| {fmt(a_small - a_local, 1)} |")
     out.append(f"| upstream client alone (`floor`, `small-c32`) | – | {fmt(floor_small, 1)} |")
-    out.append(f"| own answer + upstream client alone | – | {fmt(add(a_local, floor_small), 1)} |")
+    out.append(f"| own answer + upstream client alone | – | {fmt(both_alone, 1)} |")
     out.append(f"| 1.5 × nginx's proxied small GET | – | {fmt(1.5 * n_small, 1)} |")
     out.append("")
 

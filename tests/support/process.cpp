@@ -111,12 +111,7 @@ Child::~Child() {
         int st = 0;
         ::waitpid(pid_, &st, 0);
     }
-    if (out_fd_ >= 0) {
-        ::close(out_fd_);
-    }
-    if (err_fd_ >= 0) {
-        ::close(err_fd_);
-    }
+    close_output();
 }
 
 bool Child::pump(std::chrono::milliseconds timeout) {

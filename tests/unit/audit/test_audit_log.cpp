@@ -294,14 +294,14 @@ TEST_CASE("a log that lost its head goes on and is reported for good", "[audit]"
 
 TEST_CASE("a vault whose first start was cut short starts its log clean", "[audit]") {
     // Made, then stopped before the log's head was written: nothing in it was ever audited.
-    test::TempDir dir;
-    const auto key = test::key_at(dir / "k");
-    auto vault = test::open_vault(dir / "state", key);
-    REQUIRE(vault);
-    test::FakeClock clock;
-    AuditLog audit(**vault, clock);
-    REQUIRE(audit.init(false));
-    auto v = audit.verify();
+    Fixture f;
+    REQUIRE(f.vault->write([](WriteTxn& txn) -> Status {
+        TRY(txn.erase(Table::settings, "audit_head"));
+        return {};
+    }));
+    AuditLog restarted(*f.vault, f.clock);
+    REQUIRE(restarted.init(false));
+    auto v = restarted.verify();
     REQUIRE(v);
     CHECK(v->ok);
     CHECK(v->message == "audit log is empty");
